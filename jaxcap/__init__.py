@@ -1,0 +1,1 @@
+"""jaxcap: image captioning in JAX/Flax."""
