@@ -1,0 +1,53 @@
+"""The decoder's hand-written math, as pure functions that copy Keras's defaults.
+
+Each works on any leading batch shape, so the teacher-forced pass (B, T, ...) and the
+one-step decoder (B, 1, ...) call the very same code.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# keras.layers.LayerNormalization's default (Flax's is 1e-6).
+KERAS_LAYER_NORM_EPSILON = 1e-3
+
+
+def dense(params: dict, x: jax.Array) -> jax.Array:
+  """x (..., D_in) -> (..., D_out) with params {'kernel': (D_in, D_out), 'bias': (D_out,)}."""
+  return x @ params["kernel"].astype(x.dtype) + params["bias"].astype(x.dtype)
+
+
+def dot_attention(query: jax.Array, value: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Luong dot-product attention, as `keras.layers.Attention()([query, value])`.
+
+  The key is the value and the scores are NOT scaled by 1/sqrt(d): that is Keras's default.
+
+  Args:
+    query: (..., T, D), the GRU outputs.
+    value: (..., P, D), the projected image grid.
+
+  Returns:
+    context (..., T, D) and attention weights (..., T, P), which sum to 1 over P.
+  """
+  scores = jnp.einsum("...td,...pd->...tp", query, value)
+  # Softmax in float32 even under bfloat16 compute: it is where low precision hurts.
+  weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(value.dtype)
+  context = jnp.einsum("...tp,...pd->...td", weights, value)
+  return context, weights
+
+
+def residual_add(x: jax.Array, y: jax.Array) -> jax.Array:
+  """`keras.layers.Add()([x, y])`: the skip connection around attention."""
+  return x + y
+
+
+def layer_norm(
+    params: dict, x: jax.Array, epsilon: float = KERAS_LAYER_NORM_EPSILON
+) -> jax.Array:
+  """LayerNorm over the last axis with params {'scale': (D,), 'bias': (D,)}; x (..., D)."""
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  normed = (x32 - mean) * jax.lax.rsqrt(variance + epsilon)
+  return (normed * params["scale"] + params["bias"]).astype(x.dtype)

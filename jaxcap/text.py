@@ -1,0 +1,122 @@
+"""Caption text: the seed's standardization and a frequency-ranked vocabulary.
+
+The seed (Keras `TextVectorization`) wraps each caption as ``"<start> " + caption + " <end>"``,
+lower-cases it, deletes every character of one punctuation class and splits on whitespace.
+Ids 0 and 1 are reserved for padding ``''`` and ``[UNK]``; the rest are tokens by descending
+frequency. Ties are broken alphabetically so that a vocabulary is reproducible.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+PAD, UNK, START, END = "", "[UNK]", "<start>", "<end>"
+PAD_ID, UNK_ID = 0, 1
+
+# The seed's class is r'[!"#$%&\(\)\*\+.,-/:;=?@\[\\\]^_`{|}~]'; inside it ",-/" is a range,
+# i.e. the four characters ", - . /". "<", ">" and "'" are deliberately kept.
+_PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;=?@\[\\\]^_`{|}~]")
+
+
+def standardize(text: str) -> str:
+  """Lower-cases and deletes the seed's punctuation class (`<`, `>` and `'` survive)."""
+  return _PUNCTUATION.sub("", text.lower())
+
+
+def wrap(caption: str) -> str:
+  """Adds the seed's start and end markers."""
+  return f"{START} {caption} {END}"
+
+
+def tokenize(caption: str) -> list[str]:
+  """Caption -> tokens, exactly as the seed feeds `TextVectorization`."""
+  return standardize(wrap(caption)).split()
+
+
+class Vocabulary:
+  """Token <-> id mapping. ``tokens[0] == ''`` (padding) and ``tokens[1] == '[UNK]'``."""
+
+  def __init__(self, tokens: Sequence[str]):
+    tokens = list(tokens)
+    if tokens[:2] != [PAD, UNK]:
+      raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {tokens[:2]!r}")
+    if len(set(tokens)) != len(tokens):
+      raise ValueError("a vocabulary has no repeated tokens")
+    for needed in (START, END):
+      if needed not in tokens:
+        raise ValueError(f"a vocabulary needs the token {needed!r}")
+    self.tokens = tokens
+    self._ids = {t: i for i, t in enumerate(tokens)}
+
+  @classmethod
+  def build(cls, captions: Iterable[str], max_size: int) -> "Vocabulary":
+    """The `max_size` most frequent tokens (padding and `[UNK]` included) of `captions`."""
+    if max_size < 4:
+      raise ValueError(f"max_size must leave room for padding, [UNK], <start>, <end>: {max_size}")
+    counts = collections.Counter()
+    for caption in captions:
+      counts.update(tokenize(caption))
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    return cls([PAD, UNK] + ranked[: max_size - 2])
+
+  def __len__(self) -> int:
+    return len(self.tokens)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Vocabulary) and self.tokens == other.tokens
+
+  @property
+  def start_id(self) -> int:
+    return self._ids[START]
+
+  @property
+  def end_id(self) -> int:
+    return self._ids[END]
+
+  def id(self, token: str) -> int:
+    return self._ids.get(token, UNK_ID)
+
+  def encode(self, caption: str, length: int) -> np.ndarray:
+    """Caption -> int32 ids (length,): wrapped, standardized, padded with 0 or cut."""
+    ids = [self.id(t) for t in tokenize(caption)][:length]
+    return np.asarray(ids + [PAD_ID] * (length - len(ids)), dtype=np.int32)
+
+  def encode_batch(self, captions: Sequence[str], length: int) -> np.ndarray:
+    """Captions -> int32 ids (N, length)."""
+    out = np.zeros((len(captions), length), dtype=np.int32)
+    for row, caption in enumerate(captions):
+      out[row] = self.encode(caption, length)
+    return out
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Ids -> caption text: stops at `<end>`, drops `<start>` and padding."""
+    words = []
+    for i in ids:
+      token = self.tokens[int(i)]
+      if token == END:
+        break
+      if token not in (PAD, START):
+        words.append(token)
+    return " ".join(words)
+
+  def to_json(self) -> str:
+    return json.dumps({"tokens": self.tokens}, ensure_ascii=False)
+
+  @classmethod
+  def from_json(cls, text: str) -> "Vocabulary":
+    return cls(json.loads(text)["tokens"])
+
+  def save(self, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(self.to_json())
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> "Vocabulary":
+    with open(path, encoding="utf-8") as f:
+      return cls.from_json(f.read())

@@ -1,0 +1,141 @@
+"""Loss, optimizer and the data-parallel train/eval steps.
+
+The train step is `jax.pmap`-ped over the local devices: each device takes its slice of the
+global batch, and the loss is the seed's masked mean over the *global* batch (sums and
+counts are added across devices before dividing), so any device count gives the same
+update as one device on the same global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcap import decoder
+
+AXIS = "devices"
+
+
+def shift_targets(tokens: jax.Array) -> jax.Array:
+  """The seed's targets: inputs (B, T) shifted left by one, last position padding (0)."""
+  return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+
+
+def masked_loss_terms(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Summed cross-entropy over non-padding targets, and how many there are.
+
+  Args:
+    logits: (B, T, V).
+    targets: (B, T) int, 0 = padding.
+
+  Returns:
+    (loss sum, count) scalars: the seed's loss is their ratio.
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  mask = (targets != 0).astype(jnp.float32)
+  return jnp.sum(losses * mask), jnp.sum(mask)
+
+
+def loss_terms(params, features, tokens, compute_dtype=jnp.float32):
+  """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D)."""
+  # Mixed precision: float32 master weights, `compute_dtype` matmuls, float32 loss.
+  params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+  logits, _ = decoder.teacher_forced_logits(params, features.astype(compute_dtype), tokens)
+  return masked_loss_terms(logits, shift_targets(tokens))
+
+
+def loss(params, features, tokens, compute_dtype=jnp.float32) -> jax.Array:
+  """The seed's loss: masked cross-entropy summed and divided by the non-padding count."""
+  total, count = loss_terms(params, features, tokens, compute_dtype)
+  return total / jnp.maximum(count, 1.0)
+
+
+def keras_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
+  """optax Adam that updates exactly like `keras.optimizers.Adam`.
+
+  Keras adds `eps` to sqrt(v) *before* bias correction, optax after; that equals optax with
+  eps_t = eps / sqrt(1 - b2**t) at step t, which inject_hyperparams feeds it each step.
+  """
+
+  def eps_schedule(count):
+    t = count + 1
+    return eps / jnp.sqrt(1.0 - b2 ** t)
+
+  return optax.inject_hyperparams(optax.adam)(
+      learning_rate=learning_rate, b1=b1, b2=b2, eps=eps_schedule
+  )
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # () int32
+  params: Any
+  opt_state: Any
+
+
+def init_state(params, optimizer) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _train_step(state: TrainState, features, tokens, *, optimizer, compute_dtype):
+  """Runs per device on its slice: features (b, P, D), tokens (b, T)."""
+  count = jax.lax.psum(jnp.sum((shift_targets(tokens) != 0).astype(jnp.float32)), AXIS)
+  count = jnp.maximum(count, 1.0)
+
+  def local_loss(params):
+    total, _ = loss_terms(params, features, tokens, compute_dtype)
+    return total / count  # this device's share of the global masked mean
+
+  local, grads = jax.value_and_grad(local_loss)(state.params)
+  grads = jax.lax.psum(grads, AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_state = TrainState(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+  )
+  return new_state, jax.lax.psum(local, AXIS)
+
+
+def _eval_step(params, features, tokens, *, compute_dtype):
+  total, count = loss_terms(params, features, tokens, compute_dtype)
+  return jax.lax.psum(total, AXIS), jax.lax.psum(count, AXIS)
+
+
+def make_train_step(optimizer, compute_dtype=jnp.float32):
+  """pmap-ped step: (replicated state, sharded features (n, b, P, D), tokens (n, b, T))
+  -> (new replicated state, replicated global loss (n,))."""
+  return jax.pmap(
+      functools.partial(_train_step, optimizer=optimizer, compute_dtype=compute_dtype),
+      axis_name=AXIS, donate_argnums=(0,),
+  )
+
+
+def make_eval_step(compute_dtype=jnp.float32):
+  """pmap-ped (loss sum, count) over a sharded batch; use `loss = sum / count`."""
+  return jax.pmap(
+      functools.partial(_eval_step, compute_dtype=compute_dtype), axis_name=AXIS
+  )
+
+
+def shard(batch: np.ndarray, num_devices: int | None = None) -> np.ndarray:
+  """(B, ...) -> (devices, B // devices, ...); B must divide evenly."""
+  n = num_devices or jax.local_device_count()
+  if batch.shape[0] % n:
+    raise ValueError(
+        f"the batch size ({batch.shape[0]}) must be a multiple of the device count ({n})"
+    )
+  return batch.reshape((n, batch.shape[0] // n) + batch.shape[1:])
+
+
+def replicate(tree):
+  return flax.jax_utils.replicate(tree)
+
+
+def unreplicate(tree):
+  return flax.jax_utils.unreplicate(tree)
