@@ -133,8 +133,9 @@ def shard(batch: np.ndarray, num_devices: int | None = None) -> np.ndarray:
   return batch.reshape((n, batch.shape[0] // n) + batch.shape[1:])
 
 
-def replicate(tree):
-  return flax.jax_utils.replicate(tree)
+def replicate(tree, devices=None):
+  """A copy of `tree` on each of `devices` (default: all local devices), stacked on axis 0."""
+  return flax.jax_utils.replicate(tree, devices)
 
 
 def unreplicate(tree):
