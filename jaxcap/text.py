@@ -29,6 +29,11 @@ def standardize(text: str) -> str:
   return _PUNCTUATION.sub("", text.lower())
 
 
+def normalize(caption: str) -> str:
+  """A caption as the model would write it: standardized, single-spaced, no markers."""
+  return " ".join(standardize(caption).split())
+
+
 def wrap(caption: str) -> str:
   """Adds the seed's start and end markers."""
   return f"{START} {caption} {END}"

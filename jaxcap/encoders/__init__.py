@@ -1,0 +1,19 @@
+"""Frozen ImageNet backbones, one module each, all with the same pure-function interface.
+
+Every encoder module defines `NAME`, `IMAGE_SIZE`, `FEATURE_DIM`, `GRID`,
+`default_weights_path()`, `load_params(path=None)` and `features(params, images)` mapping
+images (B, H, W, 3) float32 in [0, 1] to features (B, positions, FEATURE_DIM); each applies
+its own input normalisation.
+"""
+
+import importlib
+import types
+
+NAMES = ("mobilenet_v2", "inception_resnet_v2")
+
+
+def get(name: str) -> types.ModuleType:
+  """The encoder module called `name`."""
+  if name not in NAMES:
+    raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(NAMES)}")
+  return importlib.import_module(f"jaxcap.encoders.{name}")

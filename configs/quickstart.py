@@ -1,0 +1,49 @@
+"""The built-in default: synthetic shapes, MobileNetV2 features, a few minutes on a CPU.
+
+    python train.py --config configs/quickstart.py --workdir workdirs/quickstart
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # parameter init and batch order
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "shapes"
+  config.data.seed = 1234  # the generator's seed; train/val/test are disjoint index ranges
+  config.data.num_train = 4000
+  config.data.num_val = 256
+  config.data.num_test = 512
+  config.data.all_captions = False
+
+  config.encoder = ml_collections.ConfigDict()
+  config.encoder.name = "mobilenet_v2"
+  config.encoder.weights = ""  # "" = the default location (see the encoder's load_params)
+  config.encoder.batch_size = 32
+
+  config.model = ml_collections.ConfigDict()
+  config.model.units = 256
+  config.model.vocab_size = 20000  # a cap; the shapes grammar has 13 words
+  config.model.max_length = 16  # caption tokens incl. <start>/<end>; also the sampling limit
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64
+  config.train.num_steps = 1500
+  config.train.learning_rate = 1e-3
+  config.train.b1 = 0.9
+  config.train.b2 = 0.999
+  config.train.eps = 1e-7  # Keras's Adam default, which the seed uses
+  config.train.compute_dtype = "float32"  # or "bfloat16" (float32 params and loss)
+  config.train.log_every = 50
+  config.train.eval_every = 250
+  config.train.eval_examples = 256  # greedy exact-match on this many val examples
+  config.train.checkpoint_every = 250
+  config.train.keep_checkpoints = 2
+
+  config.sample = ml_collections.ConfigDict()
+  config.sample.greedy = False
+  config.sample.top_k = 10  # the seed keeps the 10 largest logits and samples among them
+  config.sample.temperature = 1.0
+  return config

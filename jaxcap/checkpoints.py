@@ -1,0 +1,112 @@
+"""Checkpoints in `<workdir>/checkpoints`, written with orbax.
+
+Each step directory holds the train state (parameters, optimizer state, step), the data RNG
+key, and a JSON record of the config, the model sizes and the vocabulary, so a checkpoint
+is enough to caption images with. Orbax writes each checkpoint into a temporary directory
+and renames it only when complete, so a process killed mid-save leaves the previous
+checkpoint as the latest one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxcap.text import Vocabulary
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint in a workdir was trained with another vocabulary or model shape."""
+
+
+def _directory(workdir: str | os.PathLike) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class Checkpoints:
+  """Save / restore / resume for one workdir."""
+
+  def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3, read_only=False):
+    self.directory = _directory(workdir)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, rng: jax.Array, meta: dict) -> None:
+    """Starts writing `state` (a pytree on host or one device) in the background."""
+    self._manager.save(
+        int(step),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            rng=ocp.args.ArraySave(np.asarray(jax.random.key_data(rng))),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        force=True,
+    )
+
+  def restore_meta(self, step: int | None = None) -> dict:
+    """The JSON record (config, sizes, vocabulary) of a checkpoint, without any arrays."""
+    step = self._require_step(step)
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+        "meta"]
+
+  def restore(self, template_state: Any, step: int | None = None) -> tuple[Any, jax.Array]:
+    """(state shaped like `template_state`, rng key) of the given or latest checkpoint."""
+    step = self._require_step(step)
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(template_state), rng=ocp.args.ArrayRestore()),
+    )
+    return restored["state"], jax.random.wrap_key_data(restored["rng"])
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def _require_step(self, step):
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return step
+
+
+def make_meta(config_dict: dict, sizes: dict, vocab: Vocabulary, encoder: str) -> dict:
+  return {"config": config_dict, "sizes": sizes, "encoder": encoder, "vocab": vocab.tokens}
+
+
+def check_compatible(meta: dict, *, sizes: dict, vocab: Vocabulary, encoder: str,
+                     where: str) -> None:
+  """Raises CheckpointMismatchError in plain words if the run and the checkpoint differ."""
+  problems = []
+  if meta["encoder"] != encoder:
+    problems.append(f"encoder: checkpoint {meta['encoder']!r}, config {encoder!r}")
+  for key in ("units", "feature_dim", "vocab_size"):
+    if meta["sizes"][key] != sizes[key]:
+      problems.append(f"{key}: checkpoint {meta['sizes'][key]}, config {sizes[key]}")
+  if meta["vocab"] != vocab.tokens:
+    saved, now = meta["vocab"], vocab.tokens
+    first = next((i for i, (a, b) in enumerate(zip(saved, now)) if a != b),
+                 min(len(saved), len(now)))
+    problems.append(
+        f"vocabulary: checkpoint has {len(saved)} tokens, this data gives {len(now)}; "
+        f"first difference at id {first} "
+        f"({saved[first] if first < len(saved) else '-'!r} vs "
+        f"{now[first] if first < len(now) else '-'!r})")
+  if problems:
+    raise CheckpointMismatchError(
+        f"the checkpoint in {where} does not match this run's config:\n  - "
+        + "\n  - ".join(problems)
+        + "\nUse a new --workdir, or the config and data the checkpoint was trained with.")

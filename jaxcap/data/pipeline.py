@@ -1,0 +1,128 @@
+"""From captioned images to training batches: encode once, then batch features and token ids.
+
+The encoder is frozen, so every image is encoded once (`encode_images`) and training reads
+features, never pixels. Batches are a pure function of (seed, step): a resumed run sees
+exactly the batches it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Iterator, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from jaxcap.text import Vocabulary
+
+
+@dataclasses.dataclass
+class CaptionSet:
+  """Encoded images and their captions, one example per row.
+
+  features: (N_images, P, D) array-like (an ndarray or a memory map), usually float16.
+  image_index: (N,) int, the image of each example (several captions may share one).
+  tokens: (N, L) int32 caption ids (`<start>` ... `<end>`, 0-padded).
+  captions: the N caption texts; references[i]: every caption of example i's image.
+  """
+  features: np.ndarray
+  image_index: np.ndarray
+  tokens: np.ndarray
+  captions: list[str]
+  references: list[list[str]]
+
+  def __len__(self) -> int:
+    return len(self.tokens)
+
+  def features_of(self, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), P, D) float32 features of examples `rows`."""
+    return np.asarray(self.features[self.image_index[rows]], np.float32)
+
+
+def encode_images(
+    examples: Iterable[tuple[np.ndarray, list[str]]],
+    count: int,
+    feature_fn: Callable[[np.ndarray], jax.Array],
+    *,
+    batch_size: int,
+    dtype=np.float16,
+    description: str = "encoding images",
+) -> tuple[np.ndarray, list[list[str]]]:
+  """Runs the frozen encoder over at most `count` (image (S, S, 3) float32, captions) pairs.
+
+  `feature_fn` is a jitted (B, S, S, 3) -> (B, P, D); the last batch is padded to
+  `batch_size` so it compiles once. Returns features (n, P, D) and the n caption lists.
+  """
+  out = None
+  images: list[np.ndarray] = []
+  captions: list[list[str]] = []
+  done = 0
+  with tqdm.tqdm(total=count, desc=description, unit="img", disable=count < 256) as bar:
+
+    def flush():
+      nonlocal out, done
+      n = len(images)
+      batch = np.stack(images + [images[-1]] * (batch_size - n))
+      feats = np.asarray(feature_fn(batch))[:n]
+      if out is None:
+        out = np.empty((count,) + feats.shape[1:], dtype)
+      out[done:done + n] = feats
+      done += n
+      images.clear()
+      bar.update(n)
+
+    for image, image_captions in examples:
+      images.append(image)
+      captions.append(list(image_captions))
+      if len(images) == batch_size:
+        flush()
+    if images:
+      flush()
+  if out is None:
+    raise ValueError("no images to encode")
+  return out[:done], captions
+
+
+def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],
+                     vocab: Vocabulary, max_length: int, all_captions: bool) -> CaptionSet:
+  """One example per image (its first caption, as the seed) or per caption (`all_captions`).
+
+  features: (N_images, P, D); captions: N_images lists of captions.
+  """
+  rows, texts, refs = [], [], []
+  for i, image_captions in enumerate(captions):
+    for caption in (image_captions if all_captions else image_captions[:1]):
+      rows.append(i)
+      texts.append(caption)
+      refs.append(list(image_captions))
+  return CaptionSet(features, np.asarray(rows, np.int64), vocab.encode_batch(texts, max_length),
+                    texts, refs)
+
+
+def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int):
+  """The batch for `step`: epochs are fresh permutations of the data, drop remainder.
+
+  Returns features (B, P, D) float32 and tokens (B, L) int32.
+  """
+  per_epoch = len(data) // batch_size
+  if per_epoch == 0:
+    raise ValueError(f"{len(data)} examples are fewer than one batch of {batch_size}")
+  epoch, offset = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(len(data))
+  rows = np.sort(order[offset * batch_size:(offset + 1) * batch_size])  # sorted: faster reads
+  return data.features_of(rows), data.tokens[rows]
+
+
+def eval_batches(data: CaptionSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Every example once, in order; the last batch is padded with all-padding captions,
+  which count for nothing in the masked loss."""
+  for start in range(0, len(data), batch_size):
+    stop = min(start + batch_size, len(data))
+    feats = data.features_of(np.arange(start, stop))
+    tokens = data.tokens[start:stop]
+    pad = batch_size - (stop - start)
+    if pad:
+      feats = np.concatenate([feats, np.zeros((pad,) + feats.shape[1:], np.float32)])
+      tokens = np.concatenate([tokens, np.zeros((pad,) + tokens.shape[1:], np.int32)])
+    yield feats, tokens

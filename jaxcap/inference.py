@@ -1,0 +1,59 @@
+"""A trained captioner loaded from a workdir: images in, captions out."""
+
+from __future__ import annotations
+
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxcap import checkpoints, decoder, encoders, generate, text, training
+
+
+class Captioner:
+  """Everything `sample.py` needs, restored from the latest checkpoint of a workdir.
+
+  Attributes: `config`, `vocab`, `encoder` (module), `encoder_params`, `params` (decoder).
+  """
+
+  def __init__(self, workdir: str, step: int | None = None):
+    ckpt = checkpoints.Checkpoints(workdir, read_only=True)
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(
+          f"no trained model in {workdir!r} (no checkpoints there); train one first, e.g. "
+          f"`python train.py --config configs/quickstart.py --workdir {workdir}`")
+    meta = ckpt.restore_meta(step)
+    self.config = ml_collections.ConfigDict(meta["config"])
+    self.vocab = text.Vocabulary(meta["vocab"])
+    self.encoder = encoders.get(meta["encoder"])
+    self.encoder_params = self.encoder.load_params(self.config.encoder.weights or None)
+    optimizer = training.keras_adam(self.config.train.learning_rate)
+    template = training.init_state(
+        decoder.init(jax.random.key(0), **meta["sizes"]), optimizer)
+    state, _ = ckpt.restore(template, step)
+    ckpt.close()
+    self.params = state.params
+    self.step = int(state.step)
+
+  @property
+  def image_size(self) -> int:
+    return self.encoder.IMAGE_SIZE
+
+  def caption(self, images: np.ndarray, key: jax.Array, *, greedy: bool | None = None,
+              top_k: int | None = None, temperature: float | None = None,
+              max_length: int | None = None):
+    """Images (B, S, S, 3) float32 in [0, 1] -> (B captions, attention (B, L, P)).
+
+    Options default to the training config's `sample` section (the seed's top-10 sampling).
+    Attention rows past a caption's last word are zero.
+    """
+    s = self.config.sample
+    tokens, attention = generate.caption_images(
+        self.encoder.features, self.encoder_params, self.params, images, key,
+        start_id=self.vocab.start_id, end_id=self.vocab.end_id,
+        max_length=max_length or self.config.model.max_length,
+        greedy=s.greedy if greedy is None else greedy,
+        top_k=s.top_k if top_k is None else top_k,
+        temperature=s.temperature if temperature is None else temperature,
+    )
+    return [self.vocab.decode(row) for row in np.asarray(tokens)], np.asarray(attention)

@@ -1,0 +1,141 @@
+"""The training loop behind `train.py`: data, resume, steps, validation, checkpoints, logs."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from jaxcap import checkpoints, decoder, encoders, generate, text, training
+from jaxcap.data import pipeline, sources
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def load_encoder(config):
+  """(encoder module, its params, jitted feature function images -> features)."""
+  encoder = encoders.get(config.encoder.name)
+  params = encoder.load_params(config.encoder.weights or None)
+  feature_fn = jax.jit(functools.partial(encoder.features, params))
+  return encoder, params, feature_fn
+
+
+def build_data(config, encoder, feature_fn, split_names=("train", "val")):
+  """Encodes the splits once; returns the vocabulary and a CaptionSet per split."""
+  splits = sources.splits(config.data, encoder.IMAGE_SIZE)
+  encoded = {}
+  for name in split_names:
+    split = splits[name]
+    encoded[name] = pipeline.encode_images(
+        split.examples(), split.count, feature_fn, batch_size=config.encoder.batch_size,
+        description=f"encoding {name} images")
+  train_captions = [c for caps in encoded["train"][1] for c in caps]
+  vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
+  sets = {
+      name: pipeline.make_caption_set(
+          feats, caps, vocab, config.model.max_length,
+          all_captions=config.data.all_captions if name == "train" else False)
+      for name, (feats, caps) in encoded.items()
+  }
+  return vocab, sets
+
+
+def model_sizes(config, encoder, vocab) -> dict:
+  return {"vocab_size": len(vocab), "units": config.model.units,
+          "feature_dim": encoder.FEATURE_DIM}
+
+
+def exact_match(params, data: pipeline.CaptionSet, vocab, config, limit: int) -> float:
+  """Fraction of the first `limit` examples whose greedy caption equals a reference."""
+  n = min(limit, len(data))
+  run = jax.jit(functools.partial(
+      generate.generate, start_id=vocab.start_id, end_id=vocab.end_id,
+      max_length=config.model.max_length, greedy=True))
+  hits = 0
+  for start in range(0, n, 256):
+    rows = np.arange(start, min(start + 256, n))
+    tokens, _ = run(params, data.features_of(rows), jax.random.key(0))
+    for row, ids in zip(rows, np.asarray(tokens)):
+      hits += vocab.decode(ids) in {text.normalize(r) for r in data.references[row]}
+  return hits / max(n, 1)
+
+
+def evaluate_loss(eval_step, params_replicated, data, batch_size) -> float:
+  total = count = 0.0
+  for feats, tokens in pipeline.eval_batches(data, batch_size):
+    s, c = eval_step(params_replicated, training.shard(feats), training.shard(tokens))
+    total += float(s[0])
+    count += float(c[0])
+  return total / max(count, 1.0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  encoder, _, feature_fn = load_encoder(config)
+  vocab, sets = build_data(config, encoder, feature_fn)
+  train_set, val_set = sets["train"], sets["val"]
+  sizes = model_sizes(config, encoder, vocab)
+
+  ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
+  meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
+  optimizer = training.keras_adam(config.train.learning_rate, config.train.b1,
+                                  config.train.b2, config.train.eps)
+  rng = jax.random.key(config.seed)
+  state = training.init_state(decoder.init(rng, **sizes), optimizer)
+  if ckpt.latest_step() is not None:
+    checkpoints.check_compatible(ckpt.restore_meta(), sizes=sizes, vocab=vocab,
+                                 encoder=encoder.NAME, where=workdir)
+    state, rng = ckpt.restore(state)
+    print(f"resumed from step {int(state.step)} in {ckpt.directory}")
+  vocab.save(os.path.join(workdir, "vocab.json"))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config.to_dict(), f, indent=2)
+
+  dtype = COMPUTE_DTYPES[config.train.compute_dtype]
+  train_step = training.make_train_step(optimizer, dtype)
+  eval_step = training.make_eval_step(dtype)
+  start = int(state.step)
+  num_steps = config.train.num_steps
+  state = training.replicate(state)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  last = {}
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
+                  dynamic_ncols=True)
+  window_start, window_losses = time.perf_counter(), []
+  try:
+    for step in range(start, num_steps):
+      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step)
+      state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      window_losses.append(loss)
+      bar.update(1)
+      done = step + 1
+      if done % config.train.log_every == 0 or done == num_steps:
+        train_loss = float(np.mean([float(l[0]) for l in window_losses]))
+        elapsed = time.perf_counter() - window_start
+        last = {"step": done, "train_loss": train_loss,
+                "steps_per_sec": len(window_losses) / elapsed}
+        window_start, window_losses = time.perf_counter(), []
+        if done % config.train.eval_every == 0 or done == num_steps:
+          params = training.unreplicate(state).params
+          last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
+                                           config.train.batch_size)
+          last["val_exact_match"] = exact_match(params, val_set, vocab, config,
+                                                config.train.eval_examples)
+        bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(last) + "\n")
+      if done % config.train.checkpoint_every == 0 or done == num_steps:
+        ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+  return last
