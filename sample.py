@@ -29,9 +29,14 @@ def parse_args(argv):
                  help="divide logits by this before sampling (default: the config's, 1.0)")
   p.add_argument("--seed", type=int, default=0, help="sampling seed")
   p.add_argument("--batch_size", type=int, default=32, help="images per compiled call")
+  p.add_argument("--attention", metavar="PNG_OR_DIR", default=None,
+                 help="draw each word's attention over the image: a .png path for one "
+                      "image, or a folder (one <image name>.png per image)")
   p.add_argument("--json", action="store_true",
                  help='print {"image": path, "caption": text} per line')
   args = p.parse_args(argv)
+  if args.attention and args.attention.lower().endswith(".png") and len(args.image) > 1:
+    p.error("--attention: give a folder, not a .png file, when captioning several images")
   if args.temperature is not None and args.temperature <= 0:
     p.error("--temperature must be > 0")
   if args.batch_size < 1:
@@ -47,12 +52,19 @@ def _bucket(n: int, cap: int) -> int:
   return min(size, cap)
 
 
+def _figure_path(target: str, image_path: str, count: int) -> str:
+  if target.lower().endswith(".png") and count == 1:
+    return target
+  os.makedirs(target, exist_ok=True)
+  return os.path.join(target, os.path.splitext(os.path.basename(image_path))[0] + ".png")
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   # Heavy imports after argument parsing, so --help is instant.
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import images as image_io  # pylint: disable=g-import-not-at-top
+  from jaxcap import images as image_io, viz  # pylint: disable=g-import-not-at-top
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
 
   try:
@@ -76,10 +88,13 @@ def main(argv=None) -> int:
     batch = np.stack([image for _, image in chunk])
     size = _bucket(len(chunk), args.batch_size)
     batch = np.concatenate([batch, np.repeat(batch[-1:], size - len(chunk), axis=0)])
-    captions, _ = captioner.caption(batch, jax.random.fold_in(key, start),
-                                    greedy=args.greedy or None, top_k=args.top_k,
-                                    temperature=args.temperature)
-    for (path, _), caption in zip(chunk, captions):
+    captions, words, attention = captioner.caption(
+        batch, jax.random.fold_in(key, start), greedy=args.greedy or None, top_k=args.top_k,
+        temperature=args.temperature)
+    for i, ((path, image), caption) in enumerate(zip(chunk, captions)):
+      if args.attention:
+        viz.save_attention_figure(_figure_path(args.attention, path, len(loaded)), image,
+                                  words[i], attention[i], title=caption)
       if args.json:
         print(json.dumps({"image": path, "caption": caption}), flush=True)
       else:

@@ -42,10 +42,11 @@ class Captioner:
   def caption(self, images: np.ndarray, key: jax.Array, *, greedy: bool | None = None,
               top_k: int | None = None, temperature: float | None = None,
               max_length: int | None = None):
-    """Images (B, S, S, 3) float32 in [0, 1] -> (B captions, attention (B, L, P)).
+    """Images (B, S, S, 3) float32 in [0, 1] -> (captions, words, attention (B, L, P)).
 
-    Options default to the training config's `sample` section (the seed's top-10 sampling).
-    Attention rows past a caption's last word are zero.
+    `words[b]` lists caption b's generated tokens before `<end>`; `attention[b, i]` is the
+    grid attention that produced `words[b][i]`. Options default to the training config's
+    `sample` section (the seed's top-10 sampling).
     """
     s = self.config.sample
     tokens, attention = generate.caption_images(
@@ -56,4 +57,6 @@ class Captioner:
         top_k=s.top_k if top_k is None else top_k,
         temperature=s.temperature if temperature is None else temperature,
     )
-    return [self.vocab.decode(row) for row in np.asarray(tokens)], np.asarray(attention)
+    tokens = np.asarray(tokens)
+    return ([self.vocab.decode(row) for row in tokens],
+            [self.vocab.words(row) for row in tokens], np.asarray(attention))

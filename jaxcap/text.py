@@ -99,6 +99,15 @@ class Vocabulary:
       out[row] = self.encode(caption, length)
     return out
 
+  def words(self, ids: Iterable[int]) -> list[str]:
+    """Generated ids -> their tokens up to (not including) `<end>`, one per id."""
+    out = []
+    for i in ids:
+      if int(i) == self.end_id:
+        break
+      out.append(self.tokens[int(i)])
+    return out
+
   def decode(self, ids: Iterable[int]) -> str:
     """Ids -> caption text: stops at `<end>`, drops `<start>` and padding."""
     words = []
