@@ -67,9 +67,9 @@ def exact_match(params, data: pipeline.CaptionSet, vocab, config, limit: int) ->
   return hits / max(n, 1)
 
 
-def evaluate_loss(eval_step, params_replicated, data, batch_size) -> float:
+def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) -> float:
   total = count = 0.0
-  for feats, tokens in pipeline.eval_batches(data, batch_size):
+  for feats, tokens in pipeline.eval_batches(data, batch_size, buckets):
     s, c = eval_step(params_replicated, training.shard(feats), training.shard(tokens))
     total += float(s[0])
     count += float(c[0])
@@ -112,7 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   window_start, window_losses = time.perf_counter(), []
   try:
     for step in range(start, num_steps):
-      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step)
+      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step,
+                                           config.train.length_buckets)
       state, loss = train_step(state, training.shard(feats), training.shard(tokens))
       window_losses.append(loss)
       bar.update(1)
@@ -126,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if done % config.train.eval_every == 0 or done == num_steps:
           params = training.unreplicate(state).params
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
-                                           config.train.batch_size)
+                                           config.train.batch_size, config.train.length_buckets)
           last["val_exact_match"] = exact_match(params, val_set, vocab, config,
                                                 config.train.eval_examples)
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})

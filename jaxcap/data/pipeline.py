@@ -100,10 +100,25 @@ def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],
                     texts, refs)
 
 
-def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int):
+def trim_to_bucket(tokens: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
+  """Cuts (B, L) padded captions to the smallest bucket length that holds the longest one.
+
+  The seed pads every caption to L; trimming only drops all-padding columns, whose targets
+  are masked, so the loss is unchanged. With no buckets, tokens are returned as they are.
+  Few distinct lengths keep the number of compiled shapes small.
+  """
+  if not buckets:
+    return tokens
+  longest = int((tokens != 0).sum(axis=1).max())
+  fits = [b for b in sorted(buckets) if b >= longest]
+  return tokens[:, :fits[0]] if fits else tokens
+
+
+def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int,
+                buckets: Sequence[int] = ()):
   """The batch for `step`: epochs are fresh permutations of the data, drop remainder.
 
-  Returns features (B, P, D) float32 and tokens (B, L) int32.
+  Returns features (B, P, D) float32 and tokens (B, T) int32, T <= L (see trim_to_bucket).
   """
   per_epoch = len(data) // batch_size
   if per_epoch == 0:
@@ -111,16 +126,17 @@ def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int):
   epoch, offset = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(len(data))
   rows = np.sort(order[offset * batch_size:(offset + 1) * batch_size])  # sorted: faster reads
-  return data.features_of(rows), data.tokens[rows]
+  return data.features_of(rows), trim_to_bucket(data.tokens[rows], buckets)
 
 
-def eval_batches(data: CaptionSet, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def eval_batches(data: CaptionSet, batch_size: int,
+                 buckets: Sequence[int] = ()) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Every example once, in order; the last batch is padded with all-padding captions,
   which count for nothing in the masked loss."""
   for start in range(0, len(data), batch_size):
     stop = min(start + batch_size, len(data))
     feats = data.features_of(np.arange(start, stop))
-    tokens = data.tokens[start:stop]
+    tokens = trim_to_bucket(data.tokens[start:stop], buckets)
     pad = batch_size - (stop - start)
     if pad:
       feats = np.concatenate([feats, np.zeros((pad,) + feats.shape[1:], np.float32)])
