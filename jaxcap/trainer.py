@@ -33,9 +33,9 @@ def build_data(config, encoder, feature_fn, split_names=("train", "val")):
   encoded = {}
   for name in split_names:
     split = splits[name]
-    encoded[name] = pipeline.encode_images(
-        split.examples(), split.count, feature_fn, batch_size=config.encoder.batch_size,
-        description=f"encoding {name} images")
+    features, kept = pipeline.encode_images(split, feature_fn,
+                                            batch_size=config.encoder.batch_size)
+    encoded[name] = (features, [split.captions[i] for i in kept])
   train_captions = [c for caps in encoded["train"][1] for c in caps]
   vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
   sets = {

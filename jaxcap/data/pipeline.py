@@ -8,13 +8,33 @@ exactly the batches it would have seen without the interruption.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
 import tqdm
 
+from jaxcap import images as image_io
 from jaxcap.text import Vocabulary
+
+
+@dataclasses.dataclass
+class Split:
+  """The captioned images of one split, loaded lazily.
+
+  keys: a unique, stable name per image (a path or an id); the feature cache is keyed by it.
+  captions: every caption of each image.
+  load: i -> image i as (S, S, 3) float32 in [0, 1] at the encoder's size; raises
+    `jaxcap.images.ImageError` for an unreadable file.
+  """
+  name: str
+  keys: list[str]
+  captions: list[list[str]]
+  load: Callable[[int], np.ndarray]
+
+  def __len__(self) -> int:
+    return len(self.keys)
 
 
 @dataclasses.dataclass
@@ -41,47 +61,55 @@ class CaptionSet:
 
 
 def encode_images(
-    examples: Iterable[tuple[np.ndarray, list[str]]],
-    count: int,
+    split: Split,
     feature_fn: Callable[[np.ndarray], jax.Array],
     *,
     batch_size: int,
     dtype=np.float16,
-    description: str = "encoding images",
-) -> tuple[np.ndarray, list[list[str]]]:
-  """Runs the frozen encoder over at most `count` (image (S, S, 3) float32, captions) pairs.
+) -> tuple[np.ndarray, np.ndarray]:
+  """Runs the frozen encoder over every image of `split`, in memory.
 
   `feature_fn` is a jitted (B, S, S, 3) -> (B, P, D); the last batch is padded to
-  `batch_size` so it compiles once. Returns features (n, P, D) and the n caption lists.
+  `batch_size` so it compiles once. Unreadable images are skipped and listed in the log.
+
+  Returns:
+    features (n, P, D) in `dtype` and `kept` (n,), the split indices they belong to.
   """
-  out = None
-  images: list[np.ndarray] = []
-  captions: list[list[str]] = []
-  done = 0
-  with tqdm.tqdm(total=count, desc=description, unit="img", disable=count < 256) as bar:
+  out, kept, skipped = None, [], []
+  pending: list[np.ndarray] = []
 
-    def flush():
-      nonlocal out, done
-      n = len(images)
-      batch = np.stack(images + [images[-1]] * (batch_size - n))
-      feats = np.asarray(feature_fn(batch))[:n]
-      if out is None:
-        out = np.empty((count,) + feats.shape[1:], dtype)
-      out[done:done + n] = feats
-      done += n
-      images.clear()
-      bar.update(n)
+  def flush():
+    nonlocal out
+    n, done = len(pending), len(kept) - len(pending)
+    feats = np.asarray(feature_fn(np.stack(pending + [pending[-1]] * (batch_size - n))))[:n]
+    if out is None:
+      out = np.empty((len(split),) + feats.shape[1:], dtype)
+    out[done:done + n] = feats
+    pending.clear()
 
-    for image, image_captions in examples:
-      images.append(image)
-      captions.append(list(image_captions))
-      if len(images) == batch_size:
-        flush()
-    if images:
+  for i in tqdm.trange(len(split), desc=f"encoding {split.name} images", unit="img",
+                       disable=len(split) < 256):
+    try:
+      pending.append(split.load(i))
+    except image_io.ImageError as e:
+      skipped.append(str(e))
+      continue
+    kept.append(i)
+    if len(pending) == batch_size:
       flush()
+  if pending:
+    flush()
+  report_skipped(split.name, skipped)
   if out is None:
-    raise ValueError("no images to encode")
-  return out[:done], captions
+    raise ValueError(f"no readable images in the {split.name} split")
+  return out[:len(kept)], np.asarray(kept, np.int64)
+
+
+def report_skipped(split_name: str, problems: Sequence[str]) -> None:
+  """Logs unreadable images: a count, then each one."""
+  if problems:
+    logging.warning("%s: skipped %d unreadable image(s):\n  %s", split_name, len(problems),
+                    "\n  ".join(problems))
 
 
 def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],

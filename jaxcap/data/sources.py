@@ -1,43 +1,31 @@
-"""Where captioned images come from: one function per source, all yielding the same thing.
+"""Where captioned images come from: one function per source, each returning `Split`s.
 
-A source gives, per split, a count and an iterator of (image (S, S, 3) float32 in [0, 1],
-[caption, ...]) pairs at the encoder's image size `S`.
+A source maps a data config and the encoder's image size to {"train", "val", "test"} splits
+(see `pipeline.Split`); register it in `SOURCES`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Iterator
-
-import numpy as np
-
 from jaxcap import images as image_io
 from jaxcap.data import shapes
-
-Example = tuple[np.ndarray, list[str]]
-
-
-@dataclasses.dataclass
-class Split:
-  name: str
-  count: int
-  examples: Callable[[], Iterator[Example]]
-
-
-def _shapes_examples(seed: int, start: int, count: int, size: int) -> Iterator[Example]:
-  for index in range(start, start + count):
-    image, caption = shapes.make_example(seed, index)
-    yield image_io.resize(image, size), [caption]
+from jaxcap.data.pipeline import Split
 
 
 def shapes_splits(data_config, image_size: int) -> dict[str, Split]:
   """The built-in synthetic shapes: disjoint index ranges of one generator seed."""
+  seed = data_config.seed
   counts = {"train": data_config.num_train, "val": data_config.num_val,
             "test": data_config.num_test}
   out, start = {}, 0
   for name, count in counts.items():
-    out[name] = Split(name, count, lambda s=start, c=count: _shapes_examples(
-        data_config.seed, s, c, image_size))
+    indices = range(start, start + count)
+    out[name] = Split(
+        name=name,
+        keys=[f"shapes/{seed}/{i}" for i in indices],
+        captions=[[shapes.caption_of(seed, i)] for i in indices],
+        load=lambda j, first=start: image_io.resize(shapes.make_example(seed, first + j)[0],
+                                                    image_size),
+    )
     start += count
   return out
 
