@@ -23,15 +23,19 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint in a workdir was trained with another vocabulary or model shape."""
 
 
-def _directory(workdir: str | os.PathLike) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+LATEST, BEST = "checkpoints", "best"
 
 
 class Checkpoints:
-  """Save / restore / resume for one workdir."""
+  """Save / restore / resume for one workdir.
 
-  def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3, read_only=False):
-    self.directory = _directory(workdir)
+  `kind` picks the folder: LATEST ("checkpoints", the last few, for resuming) or BEST
+  ("best", the best by validation CIDEr).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3, read_only=False,
+               kind: str = LATEST):
+    self.directory = os.path.join(os.path.abspath(workdir), kind)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
