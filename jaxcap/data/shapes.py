@@ -30,7 +30,7 @@ _BASE_RGB = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220)
 _PURE_RGB = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
              "yellow": (255, 255, 0)}
 _RENDER_SIZES = (64, 96, 128, 160, 224, 256, 320, 400)
-_SUPERSAMPLE = 4
+_SUPERSAMPLE = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,7 @@ def render(shapes: list[Shape], size: int, rng: np.random.Generator) -> np.ndarr
       draw.rectangle((x0, y0, x1, y1), fill=fill)
     else:  # triangle pointing up: apex at the top centre, base along the bottom
       draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
-  return np.asarray(img.resize((size, size), Image.LANCZOS), dtype=np.uint8)
+  return np.asarray(img.resize((size, size), Image.BOX), dtype=np.uint8)
 
 
 def _scene(seed: int, index: int) -> tuple[list[Shape], np.random.Generator]:
