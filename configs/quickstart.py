@@ -25,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.units = 256
+  # Not in the seed: a learned embedding per image-grid position, added to the encoder grid.
+  # Without it the seed's decoder sees no explicit position and confuses "left of"/"above"
+  # (about 91% exact match on held-out shapes instead of 95%+).
+  config.model.grid_position_embedding = True
   config.model.vocab_size = 20000  # a cap; the shapes grammar has 13 words
   config.model.max_length = 16  # caption tokens incl. <start>/<end>; also the sampling limit
 

@@ -97,8 +97,8 @@ def check_compatible(meta: dict, *, sizes: dict, vocab: Vocabulary, encoder: str
   problems = []
   if meta["encoder"] != encoder:
     problems.append(f"encoder: checkpoint {meta['encoder']!r}, config {encoder!r}")
-  for key in ("units", "feature_dim", "vocab_size"):
-    if meta["sizes"][key] != sizes[key]:
+  for key in sorted(set(meta["sizes"]) | set(sizes)):
+    if meta["sizes"].get(key) != sizes.get(key):
       problems.append(f"{key}: checkpoint {meta['sizes'][key]}, config {sizes[key]}")
   if meta["vocab"] != vocab.tokens:
     saved, now = meta["vocab"], vocab.tokens

@@ -16,7 +16,8 @@ Parameter tree (shapes with V = vocabulary, U = units, D = encoder feature size)
                                  'hr','hz': kernel (U, U), 'hn': kernel (U, U) + bias (U,)},
      'gru_recurrent_bias': {'r': (U,), 'z': (U,)},   # Keras's second r/z biases, see `gru`
      'layer_norm': {'scale': (U,), 'bias': (U,)},
-     'logits': {'kernel': (U, V), 'bias': (V,)}}
+     'logits': {'kernel': (U, V), 'bias': (V,)},
+     'grid_positions': (P, U)}   # optional, not in the seed: see `encode`
 """
 
 from __future__ import annotations
@@ -53,15 +54,19 @@ def _gru_cell(units: int) -> nn.GRUCell:
   )
 
 
-def init(key: jax.Array, *, vocab_size: int, units: int, feature_dim: int) -> Params:
-  """Fresh parameters with Keras's initialisers (see the module docstring for the tree)."""
-  k_enc, k_emb, k_gru, k_out = jax.random.split(key, 4)
+def init(key: jax.Array, *, vocab_size: int, units: int, feature_dim: int,
+         positions: int = 0) -> Params:
+  """Fresh parameters with Keras's initialisers (see the module docstring for the tree).
+
+  `positions > 0` adds a learned embedding per grid position (not in the seed; see `encode`).
+  """
+  k_enc, k_emb, k_gru, k_out, k_pos = jax.random.split(key, 5)
   glorot = nn.initializers.glorot_uniform()
   zeros_u = jnp.zeros((units,), jnp.float32)
   gru_params = _gru_cell(units).init(
       k_gru, jnp.zeros((1, units), jnp.float32), jnp.zeros((1, units), jnp.float32)
   )["params"]
-  return {
+  params = {
       "encoder_dense": {"kernel": glorot(k_enc, (feature_dim, units)), "bias": zeros_u},
       # keras.layers.Embedding: uniform(-0.05, 0.05).
       "embedding": jax.random.uniform(k_emb, (vocab_size, units), jnp.float32, -0.05, 0.05),
@@ -73,17 +78,23 @@ def init(key: jax.Array, *, vocab_size: int, units: int, feature_dim: int) -> Pa
           "bias": jnp.zeros((vocab_size,), jnp.float32),
       },
   }
-
-
-def sizes(params: Params) -> dict[str, int]:
-  """The model shape a parameter tree implies: vocab_size, units, feature_dim."""
-  feature_dim, units = params["encoder_dense"]["kernel"].shape
-  return {"vocab_size": params["embedding"].shape[0], "units": units, "feature_dim": feature_dim}
+  if positions:
+    params["grid_positions"] = jax.random.uniform(k_pos, (positions, units), jnp.float32,
+                                                  -0.05, 0.05)
+  return params
 
 
 def encode(params: Params, features: jax.Array) -> jax.Array:
-  """Encoder features (B, P, D) -> attention grid (B, P, U): the seed's Dense(units, relu)."""
-  return jax.nn.relu(layers.dense(params["encoder_dense"], features))
+  """Encoder features (B, P, D) -> attention grid (B, P, U): the seed's Dense(units, relu).
+
+  The seed's grid carries no explicit position, so "left of" must be read from whatever
+  position the CNN features leak. With 'grid_positions' in `params` (an option, off in the
+  seed's config), a learned (P, U) embedding is added so spatial relations are learnable.
+  """
+  grid = jax.nn.relu(layers.dense(params["encoder_dense"], features))
+  if "grid_positions" in params:
+    grid = grid + params["grid_positions"].astype(grid.dtype)
+  return grid
 
 
 def embed(params: Params, tokens: jax.Array) -> jax.Array:

@@ -47,9 +47,11 @@ def build_data(config, encoder, feature_fn, split_names=("train", "val")):
   return vocab, sets
 
 
-def model_sizes(config, encoder, vocab) -> dict:
+def model_sizes(config, encoder, vocab, positions: int) -> dict:
+  """The decoder's shape: what `decoder.init` takes and what a checkpoint must match."""
   return {"vocab_size": len(vocab), "units": config.model.units,
-          "feature_dim": encoder.FEATURE_DIM}
+          "feature_dim": encoder.FEATURE_DIM,
+          "positions": positions if config.model.grid_position_embedding else 0}
 
 
 def exact_match(params, data: pipeline.CaptionSet, vocab, config, limit: int) -> float:
@@ -82,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, encoder, feature_fn)
   train_set, val_set = sets["train"], sets["val"]
-  sizes = model_sizes(config, encoder, vocab)
+  sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
