@@ -37,7 +37,7 @@ class Captioner:
 
   @property
   def image_size(self) -> int:
-    return self.encoder.IMAGE_SIZE
+    return encoders.image_size(self.config.encoder)
 
   def caption(self, images: np.ndarray, key: jax.Array, *, greedy: bool | None = None,
               top_k: int | None = None, temperature: float | None = None,

@@ -29,7 +29,7 @@ def load_encoder(config):
 
 def build_data(config, encoder, feature_fn, split_names=("train", "val")):
   """Encodes the splits once; returns the vocabulary and a CaptionSet per split."""
-  splits = sources.splits(config.data, encoder.IMAGE_SIZE)
+  splits = sources.splits(config.data, encoders.image_size(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]

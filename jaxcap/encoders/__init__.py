@@ -17,3 +17,8 @@ def get(name: str) -> types.ModuleType:
   if name not in NAMES:
     raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(NAMES)}")
   return importlib.import_module(f"jaxcap.encoders.{name}")
+
+
+def image_size(encoder_config) -> int:
+  """The input size a config asks for: `encoder.image_size`, or the backbone's standard one."""
+  return encoder_config.get("image_size", 0) or get(encoder_config.name).IMAGE_SIZE
