@@ -27,14 +27,19 @@ def load_encoder(config):
   return encoder, params, feature_fn
 
 
-def build_data(config, encoder, feature_fn, split_names=("train", "val")):
+def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
+  """(features (n, P, D), kept split indices) of a split's readable images."""
+  del workdir  # where the feature cache will live
+  return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
+
+
+def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   """Encodes the splits once; returns the vocabulary and a CaptionSet per split."""
   splits = sources.splits(config.data, encoders.image_size(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]
-    features, kept = pipeline.encode_images(split, feature_fn,
-                                            batch_size=config.encoder.batch_size)
+    features, kept = encode_split(config, split, feature_fn, workdir)
     encoded[name] = (features, [split.captions[i] for i in kept])
   train_captions = [c for caps in encoded["train"][1] for c in caps]
   vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
@@ -82,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
-  vocab, sets = build_data(config, encoder, feature_fn)
+  vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets["val"]
   sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
 

@@ -1,0 +1,107 @@
+"""Scores captions with the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).
+
+Two uses:
+  python evaluate.py --workdir DIR --split val [--decoding beam --beam_size 3]
+      captions a split with a trained model, writes COCO-format results, and scores them;
+  python evaluate.py --annotations captions.json --results results.json
+      scores any COCO-format results file against COCO-format annotations (no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--annotations", help="COCO caption annotations JSON (scoring a file)")
+  p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
+  p.add_argument("--workdir", help="a trained workdir (captioning a split)")
+  p.add_argument("--split", default="val", choices=("val", "test"))
+  p.add_argument("--decoding", default="greedy", choices=("greedy", "beam", "sample"))
+  p.add_argument("--beam_size", type=int, default=3)
+  p.add_argument("--alpha", type=float, default=0.0, help="beam length penalty exponent")
+  p.add_argument("--top_k", type=int, default=10)
+  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+  p.add_argument("--output", help="where to write the results JSON "
+                 "(default: WORKDIR/results_<split>_<decoding>.json)")
+  p.add_argument("--no_java", action="store_true",
+                 help="use the pure-Python tokenizer and skip METEOR even if java is present")
+  p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+  args = p.parse_args(argv)
+  if bool(args.annotations) != bool(args.results):
+    p.error("--annotations and --results go together")
+  if bool(args.workdir) == bool(args.annotations):
+    p.error("give either --workdir or --annotations/--results")
+  return args
+
+
+def score_files(annotations: str, results: str, use_java) -> dict:
+  from jaxcap import metrics  # pylint: disable=g-import-not-at-top
+  references = metrics.load_coco_annotations(annotations)
+  candidates = metrics.load_coco_results(results)
+  unknown = set(candidates) - set(references)
+  if unknown:
+    raise ValueError(f"{results}: image ids not in {annotations}: {sorted(unknown)[:10]}")
+  # As the COCO tools do: score the images that have results.
+  return metrics.score({k: references[k] for k in candidates}, candidates, use_java=use_java)
+
+
+def caption_split(args, use_java) -> dict:
+  from jaxcap import encoders, evaluation, trainer  # pylint: disable=g-import-not-at-top
+  from jaxcap.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  captioner = Captioner(args.workdir)
+  config = captioner.config
+  split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
+  if args.limit:
+    split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
+                           split.load)
+  feature_fn = jax.jit(functools.partial(captioner.encoder.features, captioner.encoder_params))
+  features, kept = trainer.encode_split(config, split, feature_fn, args.workdir)
+  decoding = evaluation.Decoding(args.decoding, args.beam_size, args.alpha, args.top_k,
+                                 args.temperature, args.seed)
+  data = pipeline.make_caption_set(features, [split.captions[i] for i in kept], captioner.vocab,
+                                   config.model.max_length, all_captions=False)
+  scores, candidates = evaluation.evaluate(captioner.params, data, captioner.vocab, decoding,
+                                           config.model.max_length, use_java=use_java)
+  output = args.output or os.path.join(args.workdir,
+                                       f"results_{args.split}_{args.decoding}.json")
+  with open(output, "w") as f:
+    json.dump([{"image_id": split.keys[i], "caption": c} for i, c in zip(kept, candidates)], f,
+              indent=1)
+  print(f"{len(candidates)} {args.split} images captioned ({decoding.describe()}); "
+        f"results in {output}", file=sys.stderr)
+  return scores
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  use_java = False if args.no_java else None
+  try:
+    if args.workdir:
+      scores = caption_split(args, use_java)
+    else:
+      scores = score_files(args.annotations, args.results, use_java)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  if args.json:
+    print(json.dumps(scores))
+  else:
+    from jaxcap import metrics  # pylint: disable=g-import-not-at-top
+    print(metrics.format_table(scores))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
