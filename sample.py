@@ -62,6 +62,8 @@ def _figure_path(target: str, image_path: str, count: int) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   # Heavy imports after argument parsing, so --help is instant.
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the captions
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxcap import images as image_io, viz  # pylint: disable=g-import-not-at-top

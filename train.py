@@ -4,7 +4,7 @@ Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-runn
 command resumes from the latest checkpoint in `--workdir`.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxcap import checkpoints, trainer
@@ -19,6 +19,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # keep orbax's per-save notes out of the progress bar
   try:
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (checkpoints.CheckpointMismatchError, FileNotFoundError) as e:

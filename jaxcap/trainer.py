@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, generate, text, training
+from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
 from jaxcap.data import pipeline, sources
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -59,19 +59,17 @@ def model_sizes(config, encoder, vocab, positions: int) -> dict:
           "positions": positions if config.model.grid_position_embedding else 0}
 
 
-def exact_match(params, data: pipeline.CaptionSet, vocab, config, limit: int) -> float:
-  """Fraction of the first `limit` examples whose greedy caption equals a reference."""
-  n = min(limit, len(data))
-  run = jax.jit(functools.partial(
-      generate.generate, start_id=vocab.start_id, end_id=vocab.end_id,
-      max_length=config.model.max_length, greedy=True))
-  hits = 0
-  for start in range(0, n, 256):
-    rows = np.arange(start, min(start + 256, n))
-    tokens, _ = run(params, data.features_of(rows), jax.random.key(0))
-    for row, ids in zip(rows, np.asarray(tokens)):
-      hits += vocab.decode(ids) in {text.normalize(r) for r in data.references[row]}
-  return hits / max(n, 1)
+def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
+  """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
+  exact-match rate (a caption equal to one of the image's references)."""
+  scores, candidates = evaluation.evaluate(
+      params, data, vocab, evaluation.Decoding("greedy"), config.model.max_length,
+      limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
+  _, references = evaluation.caption_set_per_image(data)
+  hits = sum(c in {text.normalize(r) for r in refs}
+             for c, refs in zip(candidates, references))
+  return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
+          "val_exact_match": hits / len(candidates)}
 
 
 def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) -> float:
@@ -92,6 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
+  best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
+  best_cider = (best.restore_meta().get("val_cider", -1.0)
+                if best.latest_step() is not None else -1.0)
   meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
   optimizer = training.keras_adam(config.train.learning_rate, config.train.b1,
                                   config.train.b2, config.train.eps)
@@ -132,11 +133,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "steps_per_sec": len(window_losses) / elapsed}
         window_start, window_losses = time.perf_counter(), []
         if done % config.train.eval_every == 0 or done == num_steps:
-          params = training.unreplicate(state).params
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                            config.train.batch_size, config.train.length_buckets)
-          last["val_exact_match"] = exact_match(params, val_set, vocab, config,
-                                                config.train.eval_examples)
+          last.update(validate(training.unreplicate(state).params, val_set, vocab, config))
+          if last["val_cider"] > best_cider:
+            best_cider = last["val_cider"]
+            best.save(done, jax.device_get(training.unreplicate(state)), rng,
+                      dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         with open(metrics_path, "a") as f:
           f.write(json.dumps(last) + "\n")
@@ -144,6 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
   finally:
     bar.close()
-    ckpt.wait()
-    ckpt.close()
+    for manager in (ckpt, best):
+      manager.wait()
+      manager.close()
   return last
