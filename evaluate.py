@@ -71,7 +71,7 @@ def caption_split(args, use_java) -> dict:
   decoding = evaluation.Decoding(args.decoding, args.beam_size, args.alpha, args.top_k,
                                  args.temperature, args.seed)
   data = pipeline.make_caption_set(features, [split.captions[i] for i in kept], captioner.vocab,
-                                   config.model.max_length, all_captions=False)
+                                   config.model.max_length, all_captions=False, image_rows=kept)
   scores, candidates = evaluation.evaluate(captioner.params, data, captioner.vocab, decoding,
                                            config.model.max_length, use_java=use_java)
   output = args.output or os.path.join(args.workdir,

@@ -117,7 +117,7 @@ def beam_search(
       index=jnp.zeros((), jnp.int32),
       alive_tokens=jnp.zeros((batch, k, length), jnp.int32),
       alive_log_probs=first,
-      alive_hidden=jnp.zeros((batch, k, grid.shape[-1]), grid.dtype),
+      alive_hidden=jnp.repeat(decoder.initial_hidden(params, grid)[:, None], k, axis=1),
       finished_tokens=jnp.zeros((batch, k, length), jnp.int32),
       finished_scores=jnp.full((batch, k), NEG_INF),
       finished_log_probs=jnp.full((batch, k), NEG_INF),

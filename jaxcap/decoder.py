@@ -17,7 +17,8 @@ Parameter tree (shapes with V = vocabulary, U = units, D = encoder feature size)
      'gru_recurrent_bias': {'r': (U,), 'z': (U,)},   # Keras's second r/z biases, see `gru`
      'layer_norm': {'scale': (U,), 'bias': (U,)},
      'logits': {'kernel': (U, V), 'bias': (V,)},
-     'grid_positions': (P, U)}   # optional, not in the seed: see `encode`
+     'grid_positions': (P, U),                                   # optional, see `encode`
+     'init_hidden': {'kernel': (P * U, U), 'bias': (U,)}}        # optional, see `initial_hidden`
 """
 
 from __future__ import annotations
@@ -55,12 +56,17 @@ def _gru_cell(units: int) -> nn.GRUCell:
 
 
 def init(key: jax.Array, *, vocab_size: int, units: int, feature_dim: int,
-         positions: int = 0) -> Params:
+         positions: int = 0, position_embedding: bool = False,
+         init_hidden: bool = False) -> Params:
   """Fresh parameters with Keras's initialisers (see the module docstring for the tree).
 
-  `positions > 0` adds a learned embedding per grid position (not in the seed; see `encode`).
+  Two options are not in the seed, and both need the grid size `positions` (P):
+  `position_embedding` adds a learned embedding per grid position (see `encode`), and
+  `init_hidden` starts the GRU from the image instead of zeros (see `initial_hidden`).
   """
-  k_enc, k_emb, k_gru, k_out, k_pos = jax.random.split(key, 5)
+  if (position_embedding or init_hidden) and not positions:
+    raise ValueError("position_embedding and init_hidden need the grid size: pass positions")
+  k_enc, k_emb, k_gru, k_out, k_pos, k_init = jax.random.split(key, 6)
   glorot = nn.initializers.glorot_uniform()
   zeros_u = jnp.zeros((units,), jnp.float32)
   gru_params = _gru_cell(units).init(
@@ -78,9 +84,12 @@ def init(key: jax.Array, *, vocab_size: int, units: int, feature_dim: int,
           "bias": jnp.zeros((vocab_size,), jnp.float32),
       },
   }
-  if positions:
+  if position_embedding:
     params["grid_positions"] = jax.random.uniform(k_pos, (positions, units), jnp.float32,
                                                   -0.05, 0.05)
+  if init_hidden:
+    params["init_hidden"] = {"kernel": glorot(k_init, (positions * units, units)),
+                             "bias": zeros_u}
   return params
 
 
@@ -145,9 +154,18 @@ def step(
   return logits[:, 0], hidden, attention[:, 0]
 
 
-def initial_hidden(params: Params, batch: int, dtype=jnp.float32) -> jax.Array:
-  """The seed starts the GRU from zeros: (B, U)."""
-  return jnp.zeros((batch, params["layer_norm"]["scale"].shape[0]), dtype)
+def initial_hidden(params: Params, grid: jax.Array) -> jax.Array:
+  """The GRU's first state (B, U) for a grid (B, P, U).
+
+  The seed starts from zeros, so its GRU never sees the image: every query it sends to the
+  attention is a function of the words alone. With 'init_hidden' in `params` (an option, off
+  in the seed's config) the state starts as tanh(Dense(the whole flattened grid)), which lets
+  the decoder plan from the layout (e.g. whether two shapes sit side by side or stacked).
+  """
+  if "init_hidden" in params:
+    flat = grid.reshape(grid.shape[0], -1)
+    return jnp.tanh(layers.dense(params["init_hidden"], flat))
+  return jnp.zeros((grid.shape[0], params["layer_norm"]["scale"].shape[0]), grid.dtype)
 
 
 def teacher_forced_logits(
@@ -170,6 +188,6 @@ def teacher_forced_logits(
     hidden = gru(params, hidden, x)
     return hidden, hidden
 
-  h0 = initial_hidden(params, tokens.shape[0], inputs.dtype)
+  h0 = initial_hidden(params, grid).astype(inputs.dtype)
   _, gru_out = jax.lax.scan(recur, h0, jnp.swapaxes(inputs, 0, 1))  # (T, B, U)
   return readout(params, jnp.swapaxes(gru_out, 0, 1), grid)

@@ -100,7 +100,7 @@ def generate(
   init = LoopState(
       index=jnp.zeros((), jnp.int32),
       last_tokens=jnp.full((batch,), start_id, jnp.int32),
-      hidden=decoder.initial_hidden(params, batch, grid.dtype),
+      hidden=decoder.initial_hidden(params, grid),
       done=jnp.zeros((batch,), bool),
       tokens=jnp.zeros((batch, max_length), jnp.int32),
       attention=jnp.zeros((batch, max_length, positions), jnp.float32),

@@ -14,7 +14,7 @@ import numpy as np
 import tqdm
 
 from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
-from jaxcap.data import pipeline, sources
+from jaxcap.data import cache, pipeline, sources
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -28,8 +28,16 @@ def load_encoder(config):
 
 
 def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
-  """(features (n, P, D), kept split indices) of a split's readable images."""
-  del workdir  # where the feature cache will live
+  """(features (N, P, D) by split index, indices of the readable images) of a split.
+
+  With `data.cache`, features live on disk under `data.cache_dir` (default
+  <workdir>/feature_cache) and are computed once; otherwise in memory, every run.
+  """
+  if config.data.get("cache", False):
+    return cache.encode_cached(
+        split, feature_fn, batch_size=config.encoder.batch_size,
+        cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
+        encoder_name=config.encoder.name, image_size=encoders.image_size(config.encoder))
   return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
 
 
@@ -40,14 +48,14 @@ def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   for name in split_names:
     split = splits[name]
     features, kept = encode_split(config, split, feature_fn, workdir)
-    encoded[name] = (features, [split.captions[i] for i in kept])
+    encoded[name] = (features, [split.captions[i] for i in kept], kept)
   train_captions = [c for caps in encoded["train"][1] for c in caps]
   vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
   sets = {
       name: pipeline.make_caption_set(
           feats, caps, vocab, config.model.max_length,
-          all_captions=config.data.all_captions if name == "train" else False)
-      for name, (feats, caps) in encoded.items()
+          all_captions=config.data.all_captions if name == "train" else False, image_rows=kept)
+      for name, (feats, caps, kept) in encoded.items()
   }
   return vocab, sets
 
@@ -55,8 +63,9 @@ def build_data(config, feature_fn, workdir, split_names=("train", "val")):
 def model_sizes(config, encoder, vocab, positions: int) -> dict:
   """The decoder's shape: what `decoder.init` takes and what a checkpoint must match."""
   return {"vocab_size": len(vocab), "units": config.model.units,
-          "feature_dim": encoder.FEATURE_DIM,
-          "positions": positions if config.model.grid_position_embedding else 0}
+          "feature_dim": encoder.FEATURE_DIM, "positions": positions,
+          "position_embedding": bool(config.model.grid_position_embedding),
+          "init_hidden": bool(config.model.init_hidden_from_image)}
 
 
 def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
@@ -72,9 +81,20 @@ def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
           "val_exact_match": hits / len(candidates)}
 
 
+def host_share(batch: np.ndarray) -> np.ndarray:
+  """This process's rows of a global batch (all of it on a single host)."""
+  n, i = jax.process_count(), jax.process_index()
+  if batch.shape[0] % n:
+    raise ValueError(f"the batch size ({batch.shape[0]}) must be a multiple of the number of "
+                     f"processes ({n})")
+  per = batch.shape[0] // n
+  return batch[i * per:(i + 1) * per]
+
+
 def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) -> float:
   total = count = 0.0
   for feats, tokens in pipeline.eval_batches(data, batch_size, buckets):
+    feats, tokens = host_share(feats), host_share(tokens)
     s, c = eval_step(params_replicated, training.shard(feats), training.shard(tokens))
     total += float(s[0])
     count += float(c[0])
@@ -94,8 +114,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   best_cider = (best.restore_meta().get("val_cider", -1.0)
                 if best.latest_step() is not None else -1.0)
   meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
-  optimizer = training.keras_adam(config.train.learning_rate, config.train.b1,
-                                  config.train.b2, config.train.eps)
+  optimizer = training.keras_adam(
+      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
+                                      config.train.num_steps),
+      config.train.b1, config.train.b2, config.train.eps)
   rng = jax.random.key(config.seed)
   state = training.init_state(decoder.init(rng, **sizes), optimizer)
   if ckpt.latest_step() is not None:
@@ -103,9 +125,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  encoder=encoder.NAME, where=workdir)
     state, rng = ckpt.restore(state)
     print(f"resumed from step {int(state.step)} in {ckpt.directory}")
-  vocab.save(os.path.join(workdir, "vocab.json"))
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config.to_dict(), f, indent=2)
+  primary = jax.process_index() == 0  # the one process that writes logs
+  if primary:
+    vocab.save(os.path.join(workdir, "vocab.json"))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=2)
 
   dtype = COMPUTE_DTYPES[config.train.compute_dtype]
   train_step = training.make_train_step(optimizer, dtype)
@@ -114,15 +138,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_steps = config.train.num_steps
   state = training.replicate(state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  last = {}
+  last = {"step": start}
+  if start >= num_steps:
+    print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
-                  dynamic_ncols=True)
+                  dynamic_ncols=True, disable=not primary)
   window_start, window_losses = time.perf_counter(), []
   try:
     for step in range(start, num_steps):
       feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step,
                                            config.train.length_buckets)
+      feats, tokens = host_share(feats), host_share(tokens)
       state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      if window_losses:
+        # One step in flight at most: a long queue of un-awaited collectives can deadlock
+        # CPU devices, and the host gains nothing from running further ahead.
+        window_losses[-1].block_until_ready()
       window_losses.append(loss)
       bar.update(1)
       done = step + 1
@@ -141,8 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             best.save(done, jax.device_get(training.unreplicate(state)), rng,
                       dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(last) + "\n")
+        if primary:
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(last) + "\n")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
   finally:

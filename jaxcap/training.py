@@ -56,8 +56,19 @@ def loss(params, features, tokens, compute_dtype=jnp.float32) -> jax.Array:
   return total / jnp.maximum(count, 1.0)
 
 
-def keras_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
+def learning_rate_schedule(learning_rate: float, kind: str, num_steps: int):
+  """"constant" (the seed) or "cosine" (decays to 0 over `num_steps`)."""
+  if kind == "constant":
+    return learning_rate
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, max(num_steps, 1))
+  raise ValueError(f"unknown learning-rate schedule {kind!r}: use constant or cosine")
+
+
+def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
   """optax Adam that updates exactly like `keras.optimizers.Adam`.
+
+  `learning_rate` is a float or an optax schedule.
 
   Keras adds `eps` to sqrt(v) *before* bias correction, optax after; that equals optax with
   eps_t = eps / sqrt(1 - b2**t) at step t, which inject_hyperparams feeds it each step.

@@ -23,7 +23,7 @@ def model():
 def python_reference(params, features, key, *, greedy, top_k, temperature):
   """The seed's loop: one step at a time from Python, stop a caption at <end>."""
   grid = decoder.encode(params, features)
-  hidden = decoder.initial_hidden(params, B)
+  hidden = decoder.initial_hidden(params, grid)
   last = jnp.full((B,), START, jnp.int32)
   out = np.zeros((B, MAX), np.int32)
   done = np.zeros(B, bool)

@@ -44,7 +44,7 @@ def test_one_step_decoder_matches_seed_step_model(seed):
   grid = decoder.encode(params, features)
   np.testing.assert_allclose(grid, grid_keras, atol=1e-5)
   state_k = np.zeros((B, U), np.float32)
-  state_j = decoder.initial_hidden(params, B)
+  state_j = decoder.initial_hidden(params, grid)
   for t in range(4):
     logits_k, state_k = step_model([tokens[:, t:t + 1], np.asarray(state_k), grid_keras])
     logits_j, state_j, _ = decoder.step(params, grid, tokens[:, t], state_j)
@@ -57,7 +57,7 @@ def test_step_and_teacher_forced_share_one_path(seed):
   params = seed_keras.to_jaxcap(train_model)
   full, _ = decoder.teacher_forced_logits(params, features, tokens)
   grid = decoder.encode(params, features)
-  hidden = decoder.initial_hidden(params, B)
+  hidden = decoder.initial_hidden(params, grid)
   for t in range(L):
     logits, hidden, _ = decoder.step(params, grid, tokens[:, t], hidden)
     np.testing.assert_allclose(logits, full[:, t], atol=1e-5)

@@ -73,18 +73,19 @@ def encode_images(
   `batch_size` so it compiles once. Unreadable images are skipped and listed in the log.
 
   Returns:
-    features (n, P, D) in `dtype` and `kept` (n,), the split indices they belong to.
+    features (N, P, D) in `dtype`, row i for split image i (zeros where unreadable), and
+    `kept`, the indices of the readable images.
   """
   out, kept, skipped = None, [], []
   pending: list[np.ndarray] = []
 
   def flush():
     nonlocal out
-    n, done = len(pending), len(kept) - len(pending)
+    n = len(pending)
     feats = np.asarray(feature_fn(np.stack(pending + [pending[-1]] * (batch_size - n))))[:n]
     if out is None:
-      out = np.empty((len(split),) + feats.shape[1:], dtype)
-    out[done:done + n] = feats
+      out = np.zeros((len(split),) + feats.shape[1:], dtype)
+    out[kept[-n:]] = feats
     pending.clear()
 
   for i in tqdm.trange(len(split), desc=f"encoding {split.name} images", unit="img",
@@ -102,7 +103,7 @@ def encode_images(
   report_skipped(split.name, skipped)
   if out is None:
     raise ValueError(f"no readable images in the {split.name} split")
-  return out[:len(kept)], np.asarray(kept, np.int64)
+  return out, np.asarray(kept, np.int64)
 
 
 def report_skipped(split_name: str, problems: Sequence[str]) -> None:
@@ -113,13 +114,17 @@ def report_skipped(split_name: str, problems: Sequence[str]) -> None:
 
 
 def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],
-                     vocab: Vocabulary, max_length: int, all_captions: bool) -> CaptionSet:
+                     vocab: Vocabulary, max_length: int, all_captions: bool,
+                     image_rows: Sequence[int] | None = None) -> CaptionSet:
   """One example per image (its first caption, as the seed) or per caption (`all_captions`).
 
-  features: (N_images, P, D); captions: N_images lists of captions.
+  features: (N_images, P, D); captions: a list of captions per image used;
+  image_rows: each of those images' row in `features` (default 0, 1, 2, ...).
   """
+  if image_rows is None:
+    image_rows = range(len(captions))
   rows, texts, refs = [], [], []
-  for i, image_captions in enumerate(captions):
+  for i, image_captions in zip(image_rows, captions):
     for caption in (image_captions if all_captions else image_captions[:1]):
       rows.append(i)
       texts.append(caption)

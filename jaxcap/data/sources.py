@@ -7,7 +7,7 @@ A source maps a data config and the encoder's image size to {"train", "val", "te
 from __future__ import annotations
 
 from jaxcap import images as image_io
-from jaxcap.data import shapes
+from jaxcap.data import coco_json, jsonl, karpathy, shapes
 from jaxcap.data.pipeline import Split
 
 
@@ -30,7 +30,44 @@ def shapes_splits(data_config, image_size: int) -> dict[str, Split]:
   return out
 
 
-SOURCES = {"shapes": shapes_splits}
+def file_splits(items: dict[str, list[tuple[str, list[str]]]], image_size: int
+                ) -> dict[str, Split]:
+  """Splits of image files: {split: [(path, [captions])]} -> {split: Split}."""
+
+  def make(name, rows):
+    paths = [path for path, _ in rows]
+    return Split(name=name, keys=paths, captions=[caps for _, caps in rows],
+                 load=lambda i: image_io.load_image(paths[i], image_size))
+
+  return {name: make(name, rows) for name, rows in items.items()}
+
+
+def jsonl_splits(data_config, image_size: int) -> dict[str, Split]:
+  """A JSON Lines file of {"image", "caption"/"captions", "split"?} (`data.path`)."""
+  return file_splits(jsonl.read(data_config.path, data_config.get("val_fraction", 0.05),
+                                data_config.get("test_fraction", 0.05)), image_size)
+
+
+def karpathy_splits(data_config, image_size: int) -> dict[str, Split]:
+  """Karpathy's dataset_*.json (`data.path`) with images under `data.image_root`."""
+  return file_splits(karpathy.read(data_config.path, data_config.image_root,
+                                   data_config.get("use_restval", True)), image_size)
+
+
+def coco_json_splits(data_config, image_size: int) -> dict[str, Split]:
+  """COCO caption annotation files and image folders per split; test defaults to val."""
+  items = {
+      "train": coco_json.read(data_config.train_annotations, data_config.train_images),
+      "val": coco_json.read(data_config.val_annotations, data_config.val_images),
+  }
+  test_annotations = data_config.get("test_annotations", "")
+  items["test"] = (coco_json.read(test_annotations, data_config.test_images)
+                   if test_annotations else items["val"])
+  return file_splits(items, image_size)
+
+
+SOURCES = {"shapes": shapes_splits, "jsonl": jsonl_splits, "karpathy": karpathy_splits,
+           "coco_json": coco_json_splits}
 
 
 def splits(data_config, image_size: int) -> dict[str, Split]:
