@@ -27,9 +27,9 @@ class Captioner:
     self.vocab = text.Vocabulary(meta["vocab"])
     self.encoder = encoders.get(meta["encoder"])
     self.encoder_params = self.encoder.load_params(self.config.encoder.weights or None)
-    optimizer = training.keras_adam(self.config.train.learning_rate)
+    from jaxcap import trainer  # pylint: disable=g-import-not-at-top
     template = training.init_state(
-        decoder.init(jax.random.key(0), **meta["sizes"]), optimizer)
+        decoder.init(jax.random.key(0), **meta["sizes"]), trainer.make_optimizer(self.config))
     state, _ = ckpt.restore(template, step)
     ckpt.close()
     self.params = state.params

@@ -101,6 +101,14 @@ def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) ->
   return total / max(count, 1.0)
 
 
+def make_optimizer(config):
+  """Keras-exact Adam with the config's learning-rate schedule."""
+  return training.keras_adam(
+      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
+                                      config.train.num_steps),
+      config.train.b1, config.train.b2, config.train.eps)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
   os.makedirs(workdir, exist_ok=True)
@@ -114,10 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   best_cider = (best.restore_meta().get("val_cider", -1.0)
                 if best.latest_step() is not None else -1.0)
   meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
-  optimizer = training.keras_adam(
-      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
-                                      config.train.num_steps),
-      config.train.b1, config.train.b2, config.train.eps)
+  optimizer = make_optimizer(config)
   rng = jax.random.key(config.seed)
   state = training.init_state(decoder.init(rng, **sizes), optimizer)
   if ckpt.latest_step() is not None:

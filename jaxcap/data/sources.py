@@ -7,7 +7,7 @@ A source maps a data config and the encoder's image size to {"train", "val", "te
 from __future__ import annotations
 
 from jaxcap import images as image_io
-from jaxcap.data import coco_json, jsonl, karpathy, shapes
+from jaxcap.data import coco_json, jsonl, karpathy, shapes, tfds_coco
 from jaxcap.data.pipeline import Split
 
 
@@ -67,7 +67,7 @@ def coco_json_splits(data_config, image_size: int) -> dict[str, Split]:
 
 
 SOURCES = {"shapes": shapes_splits, "jsonl": jsonl_splits, "karpathy": karpathy_splits,
-           "coco_json": coco_json_splits}
+           "coco_json": coco_json_splits, "tfds_coco": tfds_coco.splits}
 
 
 def splits(data_config, image_size: int) -> dict[str, Split]:
