@@ -10,30 +10,37 @@ import numpy as np
 from jaxcap import checkpoints, decoder, encoders, generate, text, training
 
 
+def restore_params(workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
+  """(decoder params, checkpoint meta, step) of a workdir's latest (or given) checkpoint."""
+  from jaxcap import trainer  # pylint: disable=g-import-not-at-top
+  ckpt = checkpoints.Checkpoints(workdir, read_only=True, kind=kind)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(
+          f"no trained model in {workdir!r} (no checkpoints there); train one first, e.g. "
+          f"`python train.py --config configs/quickstart.py --workdir {workdir}`")
+    meta = ckpt.restore_meta(step)
+    template = training.init_state(decoder.init(jax.random.key(0), **meta["sizes"]),
+                                   trainer.make_optimizer(ml_collections.ConfigDict(
+                                       meta["config"])))
+    state, _ = ckpt.restore(template, step)
+  finally:
+    ckpt.close()
+  return state.params, meta, int(state.step)
+
+
 class Captioner:
   """Everything `sample.py` needs, restored from the latest checkpoint of a workdir.
 
   Attributes: `config`, `vocab`, `encoder` (module), `encoder_params`, `params` (decoder).
   """
 
-  def __init__(self, workdir: str, step: int | None = None):
-    ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(
-          f"no trained model in {workdir!r} (no checkpoints there); train one first, e.g. "
-          f"`python train.py --config configs/quickstart.py --workdir {workdir}`")
-    meta = ckpt.restore_meta(step)
+  def __init__(self, workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
+    self.params, meta, self.step = restore_params(workdir, step, kind)
     self.config = ml_collections.ConfigDict(meta["config"])
     self.vocab = text.Vocabulary(meta["vocab"])
     self.encoder = encoders.get(meta["encoder"])
     self.encoder_params = self.encoder.load_params(self.config.encoder.weights or None)
-    from jaxcap import trainer  # pylint: disable=g-import-not-at-top
-    template = training.init_state(
-        decoder.init(jax.random.key(0), **meta["sizes"]), trainer.make_optimizer(self.config))
-    state, _ = ckpt.restore(template, step)
-    ckpt.close()
-    self.params = state.params
-    self.step = int(state.step)
 
   @property
   def image_size(self) -> int:

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxcap import checkpoints, decoder, training
+from jaxcap import checkpoints, decoder, inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["train.py", "--config", "configs/quickstart.py",
@@ -27,11 +27,8 @@ def free_port():
 
 
 def final_params(workdir):
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-  template = training.init_state(decoder.init(jax.random.key(0), **ckpt.restore_meta()["sizes"]),
-                                 training.keras_adam(1e-3))
-  state, _ = ckpt.restore(template)
-  return state.params
+  params, _, _ = inference.restore_params(workdir)
+  return params
 
 
 def test_two_processes_equal_one(tmp_path):
