@@ -6,7 +6,6 @@ persistent compilation cache turns compiling into a load).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -51,7 +50,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  for r in run(parser.parse_args().quick):
-    print(r)
+  common.main(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -53,3 +54,11 @@ def row(benchmark: str, config: str, ours: float, reference: float | None, unit:
     ratio = ours / reference
   return {"benchmark": benchmark, "config": config, "jaxcap": ours, "reference": reference,
           "unit": unit, "ratio": ratio, "note": note, "machine": machine()}
+
+
+def main(run) -> None:
+  """`python bench/<name>.py [--quick]`: runs one benchmark and prints its rows."""
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+  for result in run(parser.parse_args().quick):
+    print(result)

@@ -10,10 +10,9 @@ about 12 words, where `<end>` would arrive).
 
 from __future__ import annotations
 
-import argparse
 import functools
 
-import common  # pylint: disable=unused-import  (sets sys.path and the Keras backend)
+import common  # sets sys.path and the Keras backend
 from common import row, timeit
 
 import jax
@@ -108,7 +107,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  for r in run(parser.parse_args().quick):
-    print(r)
+  common.main(run)

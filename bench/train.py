@@ -9,9 +9,8 @@ to 64 tokens as the seed does vs trimmed to the batch's bucket on a COCO-like le
 
 from __future__ import annotations
 
-import argparse
 
-import common  # pylint: disable=unused-import  (sets sys.path and the Keras backend)
+import common  # sets sys.path and the Keras backend
 from common import row, timeit
 
 import jax
@@ -93,7 +92,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  for r in run(parser.parse_args().quick):
-    print(r)
+  common.main(run)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
 from typing import Hashable, Mapping, Sequence
 
+from jaxcap.data import read_json
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
@@ -143,19 +143,9 @@ def score(references: Mapping[Hashable, Sequence[str]], candidates: Mapping[Hash
   return out
 
 
-def _read_json(path, what):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ValueError(f"{path}: no such {what} file") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def load_coco_annotations(path: str | os.PathLike) -> dict[int, list[str]]:
   """COCO caption annotations ({"annotations": [{"image_id", "caption"}]}) -> {id: [caption]}."""
-  data = _read_json(path, "annotations")
+  data = read_json(path, "annotations")
   if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
     raise ValueError(f"{path}: not COCO caption annotations (no 'annotations' list)")
   out: dict[int, list[str]] = {}
@@ -170,7 +160,7 @@ def load_coco_annotations(path: str | os.PathLike) -> dict[int, list[str]]:
 def load_coco_results(path: str | os.PathLike) -> dict[int, str]:
   """COCO results ([{"image_id", "caption"}]) -> {id: caption}. An id listed twice is an
   error, as the COCO tools refuse it too."""
-  data = _read_json(path, "results")
+  data = read_json(path, "results")
   if not isinstance(data, list):
     raise ValueError(f"{path}: COCO results are a JSON list of {{image_id, caption}}")
   out: dict[int, str] = {}

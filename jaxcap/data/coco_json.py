@@ -6,19 +6,14 @@
 
 from __future__ import annotations
 
-import json
 import os
+
+from jaxcap.data import read_json
 
 
 def read(annotations: str, image_folder: str) -> list[tuple[str, list[str]]]:
   """[(image path, [captions])] for every image that has at least one caption."""
-  if not os.path.isfile(annotations):
-    raise FileNotFoundError(f"COCO annotations file not found: {annotations}")
-  with open(annotations, encoding="utf-8") as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{annotations}: not valid JSON ({e.msg})") from None
+  data = read_json(annotations, "COCO annotations")
   try:
     files = {image["id"]: image["file_name"] for image in data["images"]}
     captions: dict = {}

@@ -9,20 +9,15 @@ Each entry of "images" has "filename" (and for COCO "filepath", e.g. "val2014"),
 
 from __future__ import annotations
 
-import json
 import os
+
+from jaxcap.data import read_json
 
 
 def read(path: str, image_root: str, use_restval: bool = True
          ) -> dict[str, list[tuple[str, list[str]]]]:
   """{split: [(image path, [captions])]} from a Karpathy split file."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"Karpathy split file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
+  data = read_json(path, "Karpathy split")
   if not isinstance(data, dict) or not isinstance(data.get("images"), list):
     raise ValueError(f"{path}: not a Karpathy split file (no 'images' list)")
   out = {"train": [], "val": [], "test": []}
