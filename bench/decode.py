@@ -31,8 +31,8 @@ def seed_loop(keras, encoder_dense, step_model, features, max_length):
   ops = keras.ops
   grid = encoder_dense(features)
   batch = features.shape[0]
-  state = np.zeros((batch, UNITS), np.float32)
-  dec_input = np.full((batch, 1), START, np.int32)
+  state = ops.zeros((batch, UNITS))
+  dec_input = ops.convert_to_tensor(np.full((batch, 1), START, np.int32))
   done = np.zeros(batch, bool)
   out = []
   for _ in range(max_length):
@@ -44,7 +44,7 @@ def seed_loop(keras, encoder_dense, step_model, features, max_length):
     done |= ids == END
     if done.all():
       break
-    dec_input = ids[:, None].astype(np.int32)
+    dec_input = ops.convert_to_tensor(ids[:, None].astype(np.int32))
   return np.stack(out, 1)
 
 

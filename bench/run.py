@@ -1,6 +1,6 @@
 """Runs every benchmark, prints a markdown table and the goals, writes results.{md,json}.
 
-    python bench/run.py [--quick] [--json] [--only decode,train,encoders,cli]
+    python bench/run.py [--quick] [--json] [--only decode,train_step,encoders,cli]
 
 Every ratio is measured side by side in this one run, on this machine.
 """
@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-BENCHMARKS = ("decode", "train", "encoders", "cli")
+BENCHMARKS = ("decode", "train_step", "encoders", "cli")
 
 
 def _fmt(x):

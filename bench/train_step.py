@@ -4,7 +4,7 @@ Also: jaxcap's achieved FLOP/s against a dense matmul measured in the same run (
 projection's shape, which dominates the step), and the padding comparison: captions padded
 to 64 tokens as the seed does vs trimmed to the batch's bucket on a COCO-like length mix.
 
-    python bench/train.py [--quick]
+    python bench/train_step.py [--quick]
 """
 
 from __future__ import annotations
