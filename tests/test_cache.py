@@ -8,7 +8,7 @@ import textwrap
 import jax
 import numpy as np
 
-from jaxcap import decoder, images, text, training
+from jaxcap import decoder, text, training
 from jaxcap.data import cache, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -108,3 +108,15 @@ def test_sigkill_mid_run_loses_at_most_one_interval(tmp_path):
   result = run(train_cmd(workdir, f"--config.train.num_steps={latest + 4}"))
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"resumed from step {latest}" in result.stdout
+
+
+def test_evaluate_captions_a_split_and_scores_it(trained):
+  result = run(["evaluate.py", "--workdir", str(trained), "--split", "val", "--decoding", "beam",
+                "--beam_size", "2", "--no_java", "--json"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  scores = json.loads(result.stdout)
+  assert set(scores) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
+  assert scores["METEOR"] is None and 0 <= scores["Bleu_1"] <= 1
+  rows = json.loads((trained / "results_val_beam.json").read_text())
+  assert len(rows) == 32 and all(r["image_id"].startswith("shapes/") for r in rows)
+  assert (trained / "best").is_dir()
