@@ -1,36 +1,60 @@
 """Any image file -> RGB arrays, with errors that name the file.
 
 Training and sampling both go through `resize`, so an image is preprocessed the same way
-whichever path it takes.
+whichever path it takes:
+
+  load_rgb(path)         -> uint8   (H, W, 3), upright, RGB, transparency over white
+  resize(rgb, size)      -> float32 (size, size, 3) in [0, 1]
+  load_image(path, size) == resize(load_rgb(path), size)
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 class ImageError(ValueError):
   """An image file that cannot be used; the message names the file and the reason."""
 
 
+def _high_range_to_l(img: Image.Image) -> Image.Image:
+  """16/32-bit integer or float grayscale -> 8-bit "L", rescaled rather than clipped.
+
+  I;16*: always 0..65535 -> /257.  I (32-bit): /257 when it goes past 255 but stays within
+  16 bits (older Pillows open 16-bit PNGs as "I"), else scaled by its maximum.  F: [0, 1]
+  when its maximum is <= 1, else taken as 0..255.
+  """
+  arr = np.asarray(img, dtype=np.float64)
+  peak = float(arr.max()) if arr.size else 0.0
+  if img.mode in _SIXTEEN_BIT:
+    arr = arr / 257.0
+  elif img.mode == "I" and peak > 255:
+    arr = arr / 257.0 if peak <= 65535 else arr * (255.0 / peak)
+  elif img.mode == "F" and peak <= 1.0:
+    arr = arr * 255.0
+  return Image.fromarray(np.clip(np.rint(np.nan_to_num(arr)), 0, 255).astype(np.uint8), "L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-  """Any Pillow mode -> RGB; transparency is composited over white."""
-  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    # 16/32-bit or float grayscale: rescale to 8 bits instead of clipping at 255.
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max() > 255):
-      arr = arr / 257.0 if arr.max() <= 65535 else arr * (255.0 / arr.max())
-    elif img.mode == "F" and arr.max() <= 1.0:
-      arr = arr * 255.0
-    img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-  if img.mode == "P":
-    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-  if img.mode in ("LA", "La", "PA", "RGBa"):
+  """Any Pillow mode -> "RGB"; transparency (alpha, tRNS, palette) is composited over white.
+
+  Raises ValueError for a mode Pillow cannot convert.
+  """
+  if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+    img = _high_range_to_l(img)
+  if img.mode == "La":  # premultiplied; Pillow converts it to nothing else but LA
+    img = img.convert("LA")
+  if img.mode in _WITH_ALPHA or img.has_transparency_data:
+    # P with a transparent index, RGBA palettes, L/RGB with a tRNS colour key, LA, ...
     img = img.convert("RGBA")
-  if img.mode == "RGBA":
     background = Image.new("RGBA", img.size, (255, 255, 255, 255))
     img = Image.alpha_composite(background, img)
   return img.convert("RGB")
@@ -39,42 +63,84 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
   """Decodes an image file fully -> uint8 (H, W, 3), upright per its EXIF orientation.
 
+  Any format and mode Pillow reads: grayscale, 1-bit, palette, CMYK, YCbCr, LAB, 16-bit and
+  float grayscale (rescaled to 8 bits), and anything with alpha (composited over white).
+
   Raises:
-    ImageError: missing, empty, not an image, truncated or otherwise undecodable.
+    ImageError: missing, empty, not an image, truncated, corrupt or of an unsupported
+      mode; the message starts with the path.
   """
   path = os.fspath(path)
+
+  def fail(reason: str) -> ImageError:
+    return ImageError(f"{path}: {reason}")
+
   try:
+    if os.path.isdir(path):
+      raise fail("is a directory, not an image file")
     if os.path.getsize(path) == 0:
-      raise ImageError(f"{path}: empty file (0 bytes)")
+      raise fail("empty file (zero bytes), not an image")
     with Image.open(path) as img:
-      img.load()  # decode now, so a truncated file fails here and not later
+      fmt = img.format
+      img.load()  # decode everything now, so a truncated file fails here and not later
       img = ImageOps.exif_transpose(img)
-      return np.asarray(_to_rgb(img), dtype=np.uint8)
+      try:
+        rgb = _to_rgb(img)
+      except ValueError as e:
+        raise fail(f"unsupported image mode {img.mode!r} in this {fmt} file ({e})") from e
+      return np.asarray(rgb, dtype=np.uint8)
   except ImageError:
     raise
-  except FileNotFoundError:
-    raise ImageError(f"{path}: no such file") from None
-  except IsADirectoryError:
-    raise ImageError(f"{path}: is a directory, not an image") from None
-  except UnidentifiedImageError:
-    raise ImageError(f"{path}: not an image Pillow can read") from None
-  except OSError as e:  # Pillow reports truncated / corrupt data as OSError
-    raise ImageError(f"{path}: unreadable image ({e})") from None
-  except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise ImageError(f"{path}: unreadable image ({e})") from None
+  except FileNotFoundError as e:
+    raise fail("no such file (missing)") from e
+  except PermissionError as e:
+    raise fail("permission denied") from e
+  except UnidentifiedImageError as e:
+    raise fail("not an image (Pillow cannot identify its format)") from e
+  except Image.DecompressionBombError as e:
+    raise fail(f"image too large to decode safely ({e})") from e
+  except OSError as e:  # Pillow reports truncated / corrupt / undecodable data as OSError
+    text = str(e)
+    if "truncated" in text.lower():
+      reason = f"truncated image file ({text})"
+    elif "decoder" in text and "not available" in text:
+      reason = f"unsupported image encoding ({text})"
+    else:
+      reason = f"corrupt or unreadable image data ({text})"
+    raise fail(reason) from e
+  except (ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+          zlib.error) as e:  # what Pillow's format plugins raise on malformed files
+    raise fail(f"corrupt or unreadable image data ({type(e).__name__}: {e})") from e
 
 
 def resize(rgb: np.ndarray, size: int) -> np.ndarray:
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [0, 1].
 
-  Bilinear, aspect ratio not kept: the seed's `tf.image.resize(img, (S, S)) / 255`.
+  Bilinear (Pillow's BILINEAR, which also low-pass filters when shrinking), aspect ratio not
+  kept: the seed's `tf.image.resize(img, (S, S)) / 255`. A grayscale (H, W) array is
+  repeated into three channels. Integer arrays must hold values in 0..255; floats are
+  refused, since they are usually already in [0, 1].
   """
-  img = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+  arr = np.asarray(rgb)
+  if arr.ndim == 2:
+    arr = np.repeat(arr[:, :, None], 3, axis=2)
+  if arr.ndim != 3 or arr.shape[2] != 3:
+    raise ValueError(f"resize wants an (H, W, 3) RGB array, got shape {arr.shape}")
+  if arr.dtype != np.uint8:
+    if not np.issubdtype(arr.dtype, np.integer):
+      raise ValueError(f"resize wants uint8 pixels 0..255, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+      raise ValueError(f"resize wants pixels in 0..255, got {arr.min()}..{arr.max()}")
+    arr = arr.astype(np.uint8)
+  img = Image.fromarray(arr)
   if img.size != (size, size):
     img = img.resize((size, size), Image.BILINEAR)
-  return np.asarray(img, dtype=np.float32) / 255.0
+  return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-  """An image file -> float32 (size, size, 3) in [0, 1], ready for an encoder."""
+  """An image file -> float32 (size, size, 3) in [0, 1], ready for an encoder.
+
+  Raises ImageError (see `load_rgb`).
+  """
   return resize(load_rgb(path), size)
