@@ -40,7 +40,12 @@ class Checkpoints:
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-            cleanup_tmp_directories=not read_only),
+            cleanup_tmp_directories=not read_only,
+            # Orbax names its cross-process barriers after the step; without a prefix, the
+            # LATEST and BEST managers saving the same step in a multi-host run share a
+            # barrier and abort ("Barrier _async_commit_complete.6 is already ongoing").
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=kind)),
     )
 
   def latest_step(self) -> int | None:
