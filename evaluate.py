@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 
 def parse_args(argv):
@@ -42,14 +43,27 @@ def parse_args(argv):
   return args
 
 
-def score_files(annotations: str, results: str, use_java) -> dict:
+def score_files(annotations: str, results: str, use_java=None) -> dict:
+  """Scores a COCO results file against COCO caption annotations.
+
+  As the COCO tools do, only the images that have a result are scored; a result for an image
+  without annotations is an error. Raises ValueError (naming the file) for malformed files.
+  """
   from jaxcap import metrics  # pylint: disable=g-import-not-at-top
   references = metrics.load_coco_annotations(annotations)
   candidates = metrics.load_coco_results(results)
-  unknown = set(candidates) - set(references)
+  unknown = [k for k in candidates if k not in references]
   if unknown:
-    raise ValueError(f"{results}: image ids not in {annotations}: {sorted(unknown)[:10]}")
-  # As the COCO tools do: score the images that have results.
+    known = {str(k): k for k in references}
+    hint = ""
+    if any(str(k) in known for k in unknown):
+      hint = " (their types differ from the annotations' image ids: 42 is not \"42\")"
+    shown = ", ".join(repr(k) for k in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    raise ValueError(f"{results}: {len(unknown)} image id(s) not in {annotations}: "
+                     f"{shown}{hint}")
+  if len(candidates) < len(references):
+    print(f"note: scoring the {len(candidates)} of {len(references)} annotated images that "
+          "have a result", file=sys.stderr)
   return metrics.score({k: references[k] for k in candidates}, candidates, use_java=use_java)
 
 
@@ -87,18 +101,22 @@ def caption_split(args, use_java) -> dict:
 def main(argv=None) -> int:
   args = parse_args(argv)
   use_java = False if args.no_java else None
+  # Warnings (METEOR unavailable, ...) as one line each on stderr.
+  warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
   try:
     if args.workdir:
       scores = caption_split(args, use_java)
     else:
       scores = score_files(args.annotations, args.results, use_java)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  from jaxcap import metrics  # pylint: disable=g-import-not-at-top
+  if scores.get("METEOR") is None and use_java is None and not metrics.java_available():
+    print("note: METEOR n/a: it needs a working `java` on PATH", file=sys.stderr)
   if args.json:
     print(json.dumps(scores))
   else:
-    from jaxcap import metrics  # pylint: disable=g-import-not-at-top
     print(metrics.format_table(scores))
   return 0
 

@@ -1,9 +1,19 @@
-"""Captions per second: jaxcap's compiled loop vs the seed's Keras loop vs a Python loop.
+"""Captions per second: jaxcap's compiled generation vs the seed's Keras loop vs a Python loop.
 
-All three use the same weights (the seed's Keras model, converted with `seed_keras.to_jaxcap`),
-the same features and top-k sampling as the seed (k = 10, temperature 1). Random weights rarely
-sample `<end>`, so every caption runs to the length limit: 64 (the seed's) or 13 (a caption of
-about 12 words, where `<end>` would arrive).
+(a) jaxcap: `generate.generate` jitted whole (a `lax.while_loop`), tokens copied to the host.
+(b) the seed: its one-step Keras model called once per token from Python, `top_k` then a
+    categorical draw, the ids pulled to the host each step (`seed_ref.seed_decode_loop`). On
+    Keras's JAX backend in this process, and again on its TensorFlow backend (the runtime the
+    seed used) in a subprocess when TensorFlow is installed.
+(c) a Python loop around a jitted jaxcap `decoder.step` + `choose_tokens`, with the same
+    per-token host round trip: what a straight port of the seed's loop would be.
+
+All programs use the same weights (the seed's Keras model, converted with
+`seed_keras.to_jaxcap`), the same encoder features and top-10 sampling at temperature 1, at
+the seed's sizes. Random weights almost never sample `<end>`, so captions run to the length
+limit: 64 (the seed's limit) or 13, the "realistic" case of a caption whose `<end>` comes
+after about 12 words, modelled by max_length=13 for all three programs. The batch-1 seed loop
+is exactly the seed's (one image at a time); at batch 64 the Keras step model gets a batch.
 
     python bench/decode.py [--quick]
 """
@@ -11,50 +21,32 @@ about 12 words, where `<end>` would arrive).
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
-import common  # sets sys.path and the Keras backend
-from common import row, timeit
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common, seed_ref  # pylint: disable=wrong-import-position
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
+import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import decoder, generate, seed_keras
+from jaxcap import decoder, generate, seed_keras  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM = 20000, 512, 64, 1536
-START, END = 2, 3
+START, END, TOP_K = 2, 3, 10
+BATCHES, LENGTHS = (1, 64), (64, 13)
 
 
-def seed_loop(keras, encoder_dense, step_model, features, max_length):
-  """The seed's `predict_caption` loop over one batch: a Keras call and a host round trip
-  per token, top-10 then categorical, stop at <end>."""
-  ops = keras.ops
-  grid = encoder_dense(features)
-  batch = features.shape[0]
-  state = ops.zeros((batch, UNITS))
-  dec_input = ops.convert_to_tensor(np.full((batch, 1), START, np.int32))
-  done = np.zeros(batch, bool)
-  out = []
-  for _ in range(max_length):
-    logits, state = step_model([dec_input, state, grid])
-    top_logits, top_ids = ops.top_k(logits[:, 0], k=10, sorted=False)
-    chosen = keras.random.categorical(top_logits, 1)
-    ids = np.take_along_axis(np.asarray(top_ids), np.asarray(chosen), axis=1)[:, 0]
-    out.append(ids)
-    done |= ids == END
-    if done.all():
-      break
-    dec_input = ops.convert_to_tensor(ids[:, None].astype(np.int32))
-  return np.stack(out, 1)
-
-
-def python_loop_factory(params):
-  """A Python loop around a jitted jaxcap step: what a straight port of the seed would do."""
+def python_step_loop(params):
+  """(c): a Python loop around a jitted one-step decoder and sampler."""
 
   @jax.jit
-  def one(params, grid, tokens, hidden, key):
+  def one(params, grid, tokens, hidden, key, index):
     logits, hidden, _ = decoder.step(params, grid, tokens, hidden)
-    return generate.choose_tokens(logits, key, greedy=False, top_k=10, temperature=1.0), hidden
+    chosen = generate.choose_tokens(logits, jax.random.fold_in(key, index), greedy=False,
+                                    top_k=TOP_K, temperature=1.0)
+    return chosen, hidden
 
   encode = jax.jit(decoder.encode)
   initial = jax.jit(decoder.initial_hidden)
@@ -65,8 +57,8 @@ def python_loop_factory(params):
     tokens = jnp.full((features.shape[0],), START, jnp.int32)
     out = []
     for i in range(max_length):
-      tokens, hidden = one(params, grid, tokens, hidden, jax.random.fold_in(key, i))
-      ids = np.asarray(tokens)  # the host looks at each token, as the seed does
+      tokens, hidden = one(params, grid, tokens, hidden, key, i)
+      ids = np.asarray(tokens)  # the host looks at every token, as the seed does
       out.append(ids)
       if (ids == END).all():
         break
@@ -75,34 +67,90 @@ def python_loop_factory(params):
   return run
 
 
+def _config(batch: int, max_length: int) -> str:
+  length = (f"max length {max_length}" if max_length == 64 else
+            f"realistic: max length {max_length} for all programs (<end> after ~12 words)")
+  return (f"batch {batch}, {length}, vocab {VOCAB}, units {UNITS}, "
+          f"{POSITIONS}x{FEATURE_DIM} features, top-{TOP_K} sampling")
+
+
 def run(quick: bool = False) -> list[dict]:
+  import keras  # pylint: disable=g-import-not-at-top
   train_model, step_model = seed_keras.build_models(
       vocab_size=VOCAB, units=UNITS, positions=POSITIONS, feature_dim=FEATURE_DIM,
       max_length=64)
-  import keras  # pylint: disable=g-import-not-at-top
   params = jax.tree.map(jnp.asarray, seed_keras.to_jaxcap(train_model))
   encoder_dense = train_model.get_layer("encoder_dense")
-  python_loop = python_loop_factory(params)
+  loop_c = python_step_loop(params)
+  key = jax.random.key(0)
+  rng = np.random.default_rng(0)
+  features = {b: rng.normal(size=(b, POSITIONS, FEATURE_DIM)).astype(np.float32)
+              for b in BATCHES}
+  repeat = 3 if quick else 10
+
+  def seed_repeat(batch, max_length):
+    if quick:
+      return 1 if batch > 1 or max_length == 64 else 2
+    return 3 if batch > 1 else 5
+
+  # The seed's loop on TensorFlow, all cases in one subprocess (TensorFlow loads once).
+  tf_spec = {"sizes": dict(vocab_size=VOCAB, units=UNITS, positions=POSITIONS,
+                           feature_dim=FEATURE_DIM, max_length=64),
+             "start_id": START, "end_id": END,
+             "cases": [{"name": f"{b}x{n}", "features": f"b{b}", "max_length": n,
+                        "repeat": seed_repeat(b, n)} for b in BATCHES for n in LENGTHS]}
+  try:
+    tf_seconds = seed_ref.run_tensorflow(
+        "decode", train_model, {f"b{b}": f for b, f in features.items()}, tf_spec)
+    tf_problem = ""
+  except seed_ref.Unavailable as e:
+    tf_seconds, tf_problem = {}, str(e)
+
   rows = []
-  repeat = 2 if quick else 5
-  for batch in (1, 64):
-    features = np.random.default_rng(0).normal(size=(batch, POSITIONS, FEATURE_DIM)).astype(
-        np.float32)
-    for max_length in (64, 13):
+  for batch in BATCHES:
+    feats = features[batch]
+    feats_device = jnp.asarray(feats)
+    seed_loop = lambda n, f=feats: seed_ref.seed_decode_loop(
+        keras, encoder_dense, step_model, f, max_length=n, start_id=START, end_id=END)
+    seed_loop(2)  # the Keras model's first-call overhead, untimed
+    for max_length in LENGTHS:
       compiled = jax.jit(functools.partial(
-          generate.generate, start_id=START, end_id=END, max_length=max_length, top_k=10))
-      key = jax.random.key(0)
-      t_ours = timeit(lambda: compiled(params, features, key)[0], repeat=repeat)
-      t_loop = timeit(lambda: python_loop(features, max_length, key), repeat=repeat)
-      seed_repeat = 1 if quick and batch == 64 else repeat
-      t_seed = timeit(lambda: seed_loop(keras, encoder_dense, step_model, features, max_length),
-                      repeat=seed_repeat)
-      config = (f"batch {batch}, max length {max_length}, vocab {VOCAB}, units {UNITS}, "
-                f"{POSITIONS} positions, top-10 sampling")
-      rows.append(row("decode vs seed Keras loop", config, batch / t_ours, batch / t_seed,
-                      "captions/s"))
-      rows.append(row("decode vs Python loop of jitted steps", config, batch / t_ours,
-                      batch / t_loop, "captions/s"))
+          generate.generate, start_id=START, end_id=END, max_length=max_length, top_k=TOP_K))
+      out = {}
+
+      def program_a():
+        out["a"] = np.asarray(compiled(params, feats_device, key)[0])
+        return out["a"]
+
+      def program_b():
+        out["b"] = seed_loop(max_length)  # pylint: disable=cell-var-from-loop
+        return out["b"]
+
+      def program_c():
+        out["c"] = loop_c(feats_device, max_length, key)  # pylint: disable=cell-var-from-loop
+        return out["c"]
+
+      program_a(), program_c()  # compile; the seed's loop was warmed up above
+      t = common.interleaved({"a": program_a, "b": program_b, "c": program_c}, warmup=0,
+                             repeat={"a": repeat, "b": seed_repeat(batch, max_length),
+                                     "c": repeat})
+      t_a, t_b, t_c = t["a"], t["b"], t["c"]
+      steps = {"a": int((out["a"] != 0).any(axis=0).sum()), "b": out["b"].shape[1],
+               "c": out["c"].shape[1]}
+      note = ("" if set(steps.values()) == {max_length} else
+              "steps run: " + ", ".join(f"{k}={v}" for k, v in steps.items()))
+      config = _config(batch, max_length)
+      rate = lambda seconds: batch / seconds  # pylint: disable=cell-var-from-loop
+      rows.append(common.row("decode (a) compiled vs (b) seed Keras loop, Keras on JAX",
+                             config, rate(t_a), rate(t_b), "captions/s", note=note))
+      name = "decode (a) compiled vs (b) seed Keras loop, Keras on TensorFlow"
+      if f"{batch}x{max_length}" in tf_seconds:
+        rows.append(common.row(name, config, rate(t_a),
+                               rate(tf_seconds[f"{batch}x{max_length}"]), "captions/s"))
+      else:
+        rows.append(common.skipped(name, config, tf_problem))
+      rows.append(common.row("decode (a) compiled vs (c) Python loop of jitted steps", config,
+                             rate(t_a), rate(t_c), "captions/s", note=note))
   return rows
 
 

@@ -1,66 +1,90 @@
-"""Images per second of jaxcap's encoder feature functions vs keras.applications.
+"""Images per second: jaxcap's encoder feature functions vs `keras.applications`.
 
-Weights do not change the speed, so Keras builds its models with weights=None; jaxcap's
-MobileNetV2 uses its real weights, its InceptionResNetV2 Keras's random ones unless the
-ImageNet file is installed.
+jaxcap: `jaxcap.encoders.get(name).features(params, images)`, jitted, images (B, H, W, 3)
+float32 in [0, 1]. Keras: `keras.applications.<Model>(weights=None, include_top=False)` on
+its JAX backend, `predict_on_batch` (Keras's compiled inference path). Weights do not change
+the speed, so Keras keeps its random initial weights; jaxcap uses its real ImageNet weights
+where installed, else Keras's random ones written to a file in the layout of the real one
+(InceptionResNetV2; both share the same weights then). Batch 8 at each backbone's standard
+size. A backbone whose jaxcap module is missing or does not import gets a "skipped" row.
 
     python bench/encoders.py [--quick]
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import importlib
 import os
+import sys
 import tempfile
 
-import h5py
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=wrong-import-position
 
-import common  # sets sys.path and the Keras backend
-from common import row, timeit
-
-import jax
-import numpy as np
-
-from jaxcap import encoders
+import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
+import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
 KERAS_MODELS = {"mobilenet_v2": "MobileNetV2", "inception_resnet_v2": "InceptionResNetV2"}
+STANDARD_SIZE = {"mobilenet_v2": 224, "inception_resnet_v2": 299}
 BATCH = 8
+
+
+def _keras_weights_as_h5(model, path: str) -> None:
+  """Saves `model`'s weights in the legacy HDF5 layout keras.applications' files use."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
+  with h5py.File(path, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def _params(encoder, model) -> tuple[object, str]:
+  """(jaxcap params, which weights) — the real file if installed, else Keras's."""
+  try:
+    return encoder.load_params(), "jaxcap ImageNet weights, Keras random weights"
+  except FileNotFoundError as missing:
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "weights.h5")
+      try:
+        _keras_weights_as_h5(model, path)
+        return encoder.load_params(path), "random weights shared with Keras"
+      except Exception as e:  # pylint: disable=broad-except
+        raise RuntimeError(f"no weights: {missing}; Keras's could not be loaded: {e}") from e
 
 
 def run(quick: bool = False) -> list[dict]:
   import keras  # pylint: disable=g-import-not-at-top
   rows = []
+  repeat = 3 if quick else 10
   for name, keras_name in KERAS_MODELS.items():
-    if importlib.util.find_spec(f"jaxcap.encoders.{name}") is None:
-      rows.append(row(f"encoder {name}", "", 0.0, None, "images/s",
-                      note=f"skipped: jaxcap.encoders.{name} not available"))
+    benchmark = f"encoder {name}: jaxcap vs keras.applications.{keras_name}"
+    size = STANDARD_SIZE[name]
+    config = f"batch {BATCH}, {size}x{size}, float32"
+    try:
+      encoder = importlib.import_module(f"jaxcap.encoders.{name}")
+      size = encoder.IMAGE_SIZE
+      config = f"batch {BATCH}, {size}x{size}, float32"
+      features = encoder.features
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append(common.skipped(benchmark, config,
+                                 f"jaxcap.encoders.{name} not available ({type(e).__name__})"))
       continue
-    encoder = encoders.get(name)
-    size = encoder.IMAGE_SIZE
     model = getattr(keras.applications, keras_name)(
         weights=None, include_top=False, input_shape=(size, size, 3))
-    weights = "ImageNet weights"
     try:
-      params = encoder.load_params()
-    except FileNotFoundError:
-      # No ImageNet file here: give both sides Keras's random weights, saved in the
-      # layout of the real file.
-      from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
-      with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "weights.h5")
-        with h5py.File(path, "w") as f:
-          legacy_h5_format.save_weights_to_hdf5_group(f, model)
-        params = encoder.load_params(path)
-      weights = "random weights shared with Keras"
+      params, weights = _params(encoder, model)
+    except RuntimeError as e:
+      rows.append(common.skipped(benchmark, config, str(e)[:200]))
+      continue
     images = np.random.default_rng(0).random((BATCH, size, size, 3), np.float32)
-    ours = jax.jit(functools.partial(encoder.features, params))
-    repeat = 2 if quick else 5
-    t_ours = timeit(lambda: ours(images), repeat=repeat)
-    t_keras = timeit(lambda: model.predict_on_batch(images), repeat=repeat)
-    rows.append(row(f"encoder {name} vs keras.applications",
-                    f"batch {BATCH}, {size}x{size}, {weights}",
-                    BATCH / t_ours, BATCH / t_keras, "images/s"))
+    ours_fn = jax.jit(features)
+    ours_out = jax.block_until_ready(ours_fn(params, images))  # compiles
+    keras_out = model.predict_on_batch(images)
+    t = common.interleaved({"ours": lambda: ours_fn(params, images),  # pylint: disable=cell-var-from-loop
+                            "keras": lambda: model.predict_on_batch(images)},  # pylint: disable=cell-var-from-loop
+                           repeat=repeat, warmup=1)
+    rows.append(common.row(
+        benchmark, f"{config}, {weights}", BATCH / t["ours"], BATCH / t["keras"], "images/s",
+        note=f"features {tuple(ours_out.shape)} vs Keras {tuple(np.shape(keras_out))}"))
   return rows
 
 

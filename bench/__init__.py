@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: `python bench/run.py [--quick]` (see run.py)."""

@@ -1,0 +1,26 @@
+"""bench/profile_train.py's reading of compiled HLO: which ops it puts in which group."""
+
+import jax
+import numpy as np
+
+from bench import profile_train
+from jaxcap import decoder, training
+
+
+def test_groups_of_a_small_train_step():
+  vocab = 97
+  params = decoder.init(jax.random.key(0), vocab_size=vocab, units=8, feature_dim=6)
+  optimizer = training.keras_adam(1e-3)
+  step = training.make_train_step(optimizer)
+  state = training.replicate(training.init_state(params, optimizer))
+  n = jax.local_device_count()
+  features = training.shard(np.zeros((2 * n, 4, 6), np.float32))
+  tokens = training.shard(np.ones((2 * n, 5), np.int32))
+  ops = profile_train.hlo_ops(step.lower(state, features, tokens).compile().as_text())
+  groups = {name: profile_train.group_of(name, ops, vocab) for name in ops}
+  vocab_dots = [n for n, g in groups.items() if g == "vocabulary projection"]
+  assert vocab_dots and all(ops[n].is_dot for n in vocab_dots)
+  assert any(g == "softmax / loss" for g in groups.values())
+  recurrence = [n for n, g in groups.items() if g == "GRU recurrence"]
+  assert recurrence and all("/while/" in ops[n].op_name for n in recurrence)
+  assert set(groups.values()) <= set(profile_train.GROUPS)
