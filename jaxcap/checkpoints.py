@@ -5,11 +5,17 @@ key, and a JSON record of the config, the model sizes and the vocabulary, so a c
 is enough to caption images with. Orbax writes each checkpoint into a temporary directory
 and renames it only when complete, so a process killed mid-save leaves the previous
 checkpoint as the latest one, never a half-written one.
+
+Old checkpoints are dropped the same way: orbax would delete a step directory in place, file
+by file, and a kill during that leaves a step that lists but cannot be restored. So orbax is
+told to move them into `<kind>/deleting/` (one atomic rename), and this module empties that
+folder; nothing there is ever read.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -24,6 +30,11 @@ class CheckpointMismatchError(ValueError):
 
 
 LATEST, BEST = "checkpoints", "best"
+_DELETING = "deleting"
+
+
+def _remove_tree(path: str) -> None:
+  shutil.rmtree(path, ignore_errors=True)
 
 
 class Checkpoints:
@@ -45,8 +56,11 @@ class Checkpoints:
             # LATEST and BEST managers saving the same step in a multi-host run share a
             # barrier and abort ("Barrier _async_commit_complete.6 is already ongoing").
             multiprocessing_options=ocp.options.MultiprocessingOptions(
-                barrier_sync_key_prefix=kind)),
+                barrier_sync_key_prefix=kind),
+            todelete_subdir=_DELETING),
     )
+    self._read_only = read_only
+    self._purge_deleted()
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -62,6 +76,7 @@ class Checkpoints:
         ),
         force=True,
     )
+    self._purge_deleted()  # what the previous save moved aside (orbax waited for it above)
 
   def restore_meta(self, step: int | None = None) -> dict:
     """The JSON record (config, sizes, vocabulary) of a checkpoint, without any arrays."""
@@ -84,6 +99,15 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+    self._purge_deleted()
+
+  def _purge_deleted(self) -> None:
+    """Removes the old checkpoints orbax moved to `deleting/`; one process does it."""
+    folder = os.path.join(self.directory, _DELETING)
+    if self._read_only or jax.process_index() != 0 or not os.path.isdir(folder):
+      return
+    for name in os.listdir(folder):
+      _remove_tree(os.path.join(folder, name))
 
   def _require_step(self, step):
     step = self.latest_step() if step is None else step
