@@ -4,6 +4,8 @@ Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-runn
 command resumes from the latest checkpoint in `--workdir`.
 """
 
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -37,11 +39,15 @@ def init_distributed():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.ERROR)  # keep orbax's per-save notes out of the progress bar
+  logging.set_verbosity(logging.WARNING)  # jaxcap's warnings: skipped images, ...
+  # ... but not orbax's notes on every save, which would break up the progress bar.
+  logging.get_absl_logger().addFilter(
+      lambda record: record.levelno >= std_logging.ERROR or "orbax" not in record.pathname)
   init_distributed()
   try:
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (checkpoints.CheckpointMismatchError, FileNotFoundError) as e:
+  except (checkpoints.CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+    # Bad data or config (a missing file, a malformed line, too few examples): one line.
     raise SystemExit(f"error: {e}") from None
   print("final:", " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 

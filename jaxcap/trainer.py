@@ -42,11 +42,16 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
 
 
 def build_data(config, feature_fn, workdir, split_names=("train", "val")):
-  """Encodes the splits once; returns the vocabulary and a CaptionSet per split."""
+  """Encodes the splits once; returns the vocabulary and a CaptionSet per non-empty split
+  (train must have images)."""
   splits = sources.splits(config.data, encoders.image_size(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]
+    if not len(split) and name != "train":
+      print(f"the {name} split has no images: skipping what needs it (for your own data, "
+            f"mark some lines \"split\": \"{name}\" or raise data.{name}_fraction)")
+      continue
     features, kept = encode_split(config, split, feature_fn, workdir)
     encoded[name] = (features, [split.captions[i] for i in kept], kept)
   train_captions = [c for caps in encoded["train"][1] for c in caps]
@@ -114,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
-  train_set, val_set = sets["train"], sets["val"]
+  train_set, val_set = sets["train"], sets.get("val")  # no val: no validation, no best/
   sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
@@ -168,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         last = {"step": done, "train_loss": train_loss,
                 "steps_per_sec": len(window_losses) / elapsed}
         window_start, window_losses = time.perf_counter(), []
-        if done % config.train.eval_every == 0 or done == num_steps:
+        if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                            config.train.batch_size, config.train.length_buckets)
           last.update(validate(training.unreplicate(state).params, val_set, vocab, config))

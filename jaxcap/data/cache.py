@@ -74,43 +74,22 @@ def encode_cached(
   if os.path.exists(os.path.join(folder, "valid.npy")):
     probe_shape = np.lib.format.open_memmap(os.path.join(folder, "features.npy"), "r").shape
   features = valid = None
-  skipped: list[str] = []
-  kept: list[int] = []
-  pending: list[tuple[int, np.ndarray]] = []
-
-  def flush():
-    nonlocal features, valid
-    rows = [i for i, _ in pending]
-    batch = [image for _, image in pending]
-    feats = np.asarray(feature_fn(np.stack(batch + [batch[-1]] * (batch_size - len(batch)))))
-    feats = feats[:len(batch)]
-    if features is None:
-      features, valid = _open(folder, split.keys, (len(split),) + feats.shape[1:])
-    features[rows] = feats.astype(np.float16)
-    features.flush()  # data first ...
-    valid[rows] = 1
-    valid.flush()  # ... then the marks
-    pending.clear()
-
   if probe_shape is not None:
     features, valid = _open(folder, split.keys, probe_shape)
   todo = [i for i in range(len(split)) if valid is None or not valid[i]]
-  kept.extend(i for i in range(len(split)) if valid is not None and valid[i])
+  kept = [i for i in range(len(split)) if valid is not None and valid[i]]
+  skipped: list[str] = []
   with tqdm.tqdm(total=len(split), initial=len(split) - len(todo), unit="img",
                  desc=f"caching {split.name} features", disable=len(todo) < 256) as bar:
-    for i in todo:
-      try:
-        pending.append((i, split.load(i)))
-      except image_io.ImageError as e:
-        skipped.append(str(e))
-        continue
-      finally:
-        bar.update(1)
-      kept.append(i)
-      if len(pending) == batch_size:
-        flush()
-    if pending:
-      flush()
+    for rows, feats in pipeline.encoded_batches(split, todo, feature_fn, batch_size, skipped,
+                                                bar):
+      if features is None:
+        features, valid = _open(folder, split.keys, (len(split),) + feats.shape[1:])
+      features[rows] = feats.astype(np.float16)
+      features.flush()  # data first ...
+      valid[rows] = 1
+      valid.flush()  # ... then the marks
+      kept.extend(rows)
   pipeline.report_skipped(split.name, skipped)
   if features is None:
     raise ValueError(f"no readable images in the {split.name} split")

@@ -60,6 +60,58 @@ class CaptionSet:
     return np.asarray(self.features[self.image_index[rows]], np.float32)
 
 
+def encoded_batches(
+    split: Split,
+    indices: Sequence[int],
+    feature_fn: Callable[[np.ndarray], jax.Array],
+    batch_size: int,
+    skipped: list[str],
+    bar: tqdm.tqdm | None = None,
+) -> Iterator[tuple[list[int], np.ndarray]]:
+  """Yields (rows, features (len(rows), P, D) float32) for the readable images of `indices`.
+
+  Every batch is padded to `batch_size` so `feature_fn` compiles once. JAX dispatches
+  asynchronously, so the next batch's images are read while the encoder runs on this one.
+  Unreadable images are appended to `skipped` (one reason each); `bar` ticks per image.
+  """
+  rows: list[int] = []
+  images: list[np.ndarray] = []
+  in_flight = None
+
+  def launch():
+    padded = np.stack(images + [images[-1]] * (batch_size - len(images)))
+    return list(rows), feature_fn(padded)
+
+  def finish(launched):
+    done_rows, feats = launched
+    return done_rows, np.asarray(feats)[:len(done_rows)]
+
+  for i in indices:
+    try:
+      image = split.load(i)
+    except image_io.ImageError as e:
+      skipped.append(str(e))
+      continue
+    finally:
+      if bar is not None:
+        bar.update(1)
+    rows.append(i)
+    images.append(image)
+    if len(images) == batch_size:
+      launched = launch()
+      rows, images = [], []
+      if in_flight is not None:
+        yield finish(in_flight)
+      in_flight = launched
+  if images:
+    launched = launch()
+    if in_flight is not None:
+      yield finish(in_flight)
+    in_flight = launched
+  if in_flight is not None:
+    yield finish(in_flight)
+
+
 def encode_images(
     split: Split,
     feature_fn: Callable[[np.ndarray], jax.Array],
@@ -69,37 +121,22 @@ def encode_images(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Runs the frozen encoder over every image of `split`, in memory.
 
-  `feature_fn` is a jitted (B, S, S, 3) -> (B, P, D); the last batch is padded to
-  `batch_size` so it compiles once. Unreadable images are skipped and listed in the log.
+  `feature_fn` is a jitted (B, S, S, 3) -> (B, P, D). Unreadable images are skipped and
+  listed in the log.
 
   Returns:
     features (N, P, D) in `dtype`, row i for split image i (zeros where unreadable), and
     `kept`, the indices of the readable images.
   """
   out, kept, skipped = None, [], []
-  pending: list[np.ndarray] = []
-
-  def flush():
-    nonlocal out
-    n = len(pending)
-    feats = np.asarray(feature_fn(np.stack(pending + [pending[-1]] * (batch_size - n))))[:n]
-    if out is None:
-      out = np.zeros((len(split),) + feats.shape[1:], dtype)
-    out[kept[-n:]] = feats
-    pending.clear()
-
-  for i in tqdm.trange(len(split), desc=f"encoding {split.name} images", unit="img",
-                       disable=len(split) < 256):
-    try:
-      pending.append(split.load(i))
-    except image_io.ImageError as e:
-      skipped.append(str(e))
-      continue
-    kept.append(i)
-    if len(pending) == batch_size:
-      flush()
-  if pending:
-    flush()
+  with tqdm.tqdm(total=len(split), desc=f"encoding {split.name} images", unit="img",
+                 disable=len(split) < 256) as bar:
+    for rows, feats in encoded_batches(split, range(len(split)), feature_fn, batch_size,
+                                       skipped, bar):
+      if out is None:
+        out = np.zeros((len(split),) + feats.shape[1:], dtype)
+      out[rows] = feats
+      kept.extend(rows)
   report_skipped(split.name, skipped)
   if out is None:
     raise ValueError(f"no readable images in the {split.name} split")
@@ -155,7 +192,8 @@ def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int,
   """
   per_epoch = len(data) // batch_size
   if per_epoch == 0:
-    raise ValueError(f"{len(data)} examples are fewer than one batch of {batch_size}")
+    raise ValueError(f"{len(data)} training examples are fewer than one batch of {batch_size}; "
+                     "lower --config.train.batch_size")
   epoch, offset = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(len(data))
   rows = np.sort(order[offset * batch_size:(offset + 1) * batch_size])  # sorted: faster reads
