@@ -119,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
-  train_set, val_set = sets["train"], sets.get("val")  # no val: no validation, no best/
+  train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
   sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
