@@ -6,25 +6,20 @@ zero-byte and a truncated file that training must skip and list, not crash on.
 
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_train import run  # train.py / sample.py in a subprocess from the repository root
 
 PHOTOS = {  # name -> (image, file format, captions)
     "coffee": (skimage.data.coffee, "JPEG", ["a cup of coffee on a saucer", "an espresso"]),
     "chelsea": (skimage.data.chelsea, "PNG", ["a cat looking to the side", "a tabby cat"]),
     "astronaut": (skimage.data.astronaut, "JPEG", ["an astronaut with a flag"]),
     "rocket": (skimage.data.rocket, "JPEG", ["a rocket on a launch pad"]),
-    "motorcycle": (skimage.data.motorcycle_left if hasattr(skimage.data, "motorcycle_left")
-                   else (lambda: skimage.data.stereo_motorcycle()[0]),
-                   "PNG", ["a red motorcycle in a workshop"]),
+    "motorcycle": (lambda: skimage.data.stereo_motorcycle()[0], "PNG",
+                   ["a red motorcycle in a workshop"]),
     "camera": (skimage.data.camera, "PNG", ["a man with a camera on a tripod"]),  # grayscale
     "coins": (skimage.data.coins, "JPEG", ["old coins in rows"]),  # grayscale
     "logo": (skimage.data.logo, "PNG", ["a logo of a snake"]),  # RGBA
@@ -51,11 +46,6 @@ def dataset(tmp_path_factory):
   data = root / "data.jsonl"
   data.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
   return data
-
-
-def run(args):
-  return subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
-                        timeout=600)
 
 
 def test_train_then_sample_own_photos(dataset, tmp_path):

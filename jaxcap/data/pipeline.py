@@ -74,42 +74,37 @@ def encoded_batches(
   asynchronously, so the next batch's images are read while the encoder runs on this one.
   Unreadable images are appended to `skipped` (one reason each); `bar` ticks per image.
   """
-  rows: list[int] = []
-  images: list[np.ndarray] = []
-  in_flight = None
+  def readable_batches():
+    rows, images = [], []
+    for i in indices:
+      try:
+        image = split.load(i)
+      except image_io.ImageError as e:
+        skipped.append(str(e))
+        continue
+      finally:
+        if bar is not None:
+          bar.update(1)
+      rows.append(i)
+      images.append(image)
+      if len(images) == batch_size:
+        yield rows, images
+        rows, images = [], []
+    if images:
+      yield rows, images
 
-  def launch():
+  def ready(rows, feats):  # waits for the encoder, drops the padding rows
+    return rows, np.asarray(feats)[:len(rows)]
+
+  in_flight = None  # (rows, features still being computed)
+  for rows, images in readable_batches():
     padded = np.stack(images + [images[-1]] * (batch_size - len(images)))
-    return list(rows), feature_fn(padded)
-
-  def finish(launched):
-    done_rows, feats = launched
-    return done_rows, np.asarray(feats)[:len(done_rows)]
-
-  for i in indices:
-    try:
-      image = split.load(i)
-    except image_io.ImageError as e:
-      skipped.append(str(e))
-      continue
-    finally:
-      if bar is not None:
-        bar.update(1)
-    rows.append(i)
-    images.append(image)
-    if len(images) == batch_size:
-      launched = launch()
-      rows, images = [], []
-      if in_flight is not None:
-        yield finish(in_flight)
-      in_flight = launched
-  if images:
-    launched = launch()
+    launched = rows, feature_fn(padded)
     if in_flight is not None:
-      yield finish(in_flight)
+      yield ready(*in_flight)
     in_flight = launched
   if in_flight is not None:
-    yield finish(in_flight)
+    yield ready(*in_flight)
 
 
 def encode_images(
