@@ -15,6 +15,8 @@ import os
 import sys
 import warnings
 
+from jaxcap import workdir
+
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -22,6 +24,7 @@ def parse_args(argv):
   p.add_argument("--annotations", help="COCO caption annotations JSON (scoring a file)")
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
   p.add_argument("--workdir", help="a trained workdir (captioning a split)")
+  workdir.add_checkpoint_flag(p)
   p.add_argument("--split", default="val", choices=("val", "test"))
   p.add_argument("--decoding", default="greedy", choices=("greedy", "beam", "sample"))
   p.add_argument("--beam_size", type=int, default=3)
@@ -74,7 +77,7 @@ def caption_split(args, use_java) -> dict:
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  captioner = Captioner(args.workdir)
+  captioner = Captioner(args.workdir, args.checkpoint)
   config = captioner.config
   split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
   if args.limit:

@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from jaxcap import workdir
+
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
 
@@ -21,6 +23,7 @@ def parse_args(argv):
   p.add_argument("--image", nargs="+", required=True, metavar="PATH",
                  help="image files (any format Pillow reads)")
   p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="training workdir to load")
+  workdir.add_checkpoint_flag(p)
   p.add_argument("--greedy", action="store_true",
                  help="pick the most likely word each step instead of sampling")
   p.add_argument("--top_k", type=int, default=None,
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
 
   try:
-    captioner = Captioner(args.workdir)
+    captioner = Captioner(args.workdir, args.checkpoint)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

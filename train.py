@@ -1,7 +1,8 @@
 """Trains a captioner: `python train.py --config configs/quickstart.py --workdir DIR`.
 
 Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-running the same
-command resumes from the latest checkpoint in `--workdir`.
+command resumes from the latest readable checkpoint in `--workdir` (a larger num_steps
+extends the run); one run at a time per workdir.
 """
 
 import logging as std_logging
@@ -9,7 +10,7 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap import checkpoints, trainer
+from jaxcap import checkpoints, trainer, workdir
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -46,8 +47,10 @@ def main(argv):
   init_distributed()
   try:
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (checkpoints.CheckpointMismatchError, FileNotFoundError, ValueError) as e:
-    # Bad data or config (a missing file, a malformed line, too few examples): one line.
+  except (checkpoints.CheckpointMismatchError, FileNotFoundError, ValueError,
+          workdir.WorkdirBusyError) as e:
+    # Bad data or config (a missing file, a malformed line, too few examples), or another
+    # run in this workdir: one line.
     raise SystemExit(f"error: {e}") from None
   print("final:", " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 

@@ -13,7 +13,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
+from jaxcap import (checkpoints, decoder, encoders, evaluation, faults, metrics, text,
+                    training, workdir as workdir_lib)
 from jaxcap.data import cache, pipeline, sources
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -106,17 +107,59 @@ def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) ->
   return total / max(count, 1.0)
 
 
-def make_optimizer(config):
-  """Keras-exact Adam with the config's learning-rate schedule."""
-  return training.keras_adam(
-      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
-                                      config.train.num_steps),
-      config.train.b1, config.train.b2, config.train.eps)
+def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkpoints,
+           state: training.TrainState, check_meta) -> tuple[training.TrainState, float]:
+  """(state, best validation CIDEr so far) to continue from: the newest readable checkpoint
+  (`state` itself if none), after `check_meta(meta)` accepts it.
+
+  Any interleaving of kills leaves a workdir this resumes: damaged checkpoints are moved
+  aside (`Checkpoints.newest_readable`), and what a killed run wrote after its last checkpoint
+  (a best/ step, metrics rows) is dropped, so the workdir holds one history up to the step
+  resumed from, and the rerun writes those steps afresh, under its own config.
+  """
+  def restore(step):
+    check_meta(ckpt.restore_meta(step))
+    params, opt_state = ckpt.restore_training(step, state.params, state.opt_state)
+    return state.replace(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
+
+  step, restored = ckpt.newest_readable(restore, set_aside=True)
+  step = step or 0
+  if restored is not None:
+    state = restored
+    print(f"resumed from step {step} in {ckpt.directory}")
+  for later in [s for s in best.steps() if s > step]:
+    best.delete(later)
+    print(f"dropped {best.step_dir(later)}: saved after step {step}, the last checkpoint of a "
+          "run that stopped there")
+  if jax.process_index() == 0:
+    dropped = workdir_lib.trim_metrics(workdir, step)
+    if dropped:
+      print(f"dropped {dropped} row(s) after step {step} from {workdir_lib.METRICS_FILE}")
+  _, best_meta = best.newest_readable(
+      lambda s: (best.restore_params(s), best.restore_meta(s))[1], set_aside=True)
+  return state, (best_meta.get("val_cider", -1.0) if best_meta else -1.0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  """Trains (or resumes) in `workdir`; returns the last logged metrics.
+
+  Raises workdir.WorkdirBusyError if another run holds the workdir's lock.
+  """
   os.makedirs(workdir, exist_ok=True)
+  # One trainer per workdir: a second one would clear the first's checkpoint in flight
+  # (orbax's start-up cleanup) and interleave the logs. Process 0 holds it for a multi-host run.
+  lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else None
+  try:
+    if lock and lock.previous:
+      print(f"note: the last run here (pid {lock.previous['pid']} on {lock.previous['host']}, "
+            f"started {lock.previous['started']}) did not finish cleanly")
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
@@ -124,17 +167,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
-  best_cider = (best.restore_meta().get("val_cider", -1.0)
-                if best.latest_step() is not None else -1.0)
   meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
-  optimizer = make_optimizer(config)
-  rng = jax.random.key(config.seed)
-  state = training.init_state(decoder.init(rng, **sizes), optimizer)
-  if ckpt.latest_step() is not None:
-    checkpoints.check_compatible(ckpt.restore_meta(), sizes=sizes, vocab=vocab,
-                                 encoder=encoder.NAME, where=workdir)
-    state, rng = ckpt.restore(state)
-    print(f"resumed from step {int(state.step)} in {ckpt.directory}")
+  optimizer = training.make_optimizer(config)
+  state = training.init_state(decoder.init(jax.random.key(config.seed), **sizes), optimizer)
+  state, best_cider = resume(
+      workdir, ckpt, best, state,
+      lambda saved: checkpoints.check_compatible(saved, sizes=sizes, vocab=vocab,
+                                                 encoder=encoder.NAME, where=workdir))
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
     vocab.save(os.path.join(workdir, "vocab.json"))
@@ -147,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = int(state.step)
   num_steps = config.train.num_steps
   state = training.replicate(state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_path = os.path.join(workdir, workdir_lib.METRICS_FILE)
   last = {"step": start}
   if start >= num_steps:
     print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
@@ -179,14 +218,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           last.update(validate(training.unreplicate(state).params, val_set, vocab, config))
           if last["val_cider"] > best_cider:
             best_cider = last["val_cider"]
-            best.save(done, jax.device_get(training.unreplicate(state)), rng,
-                      dict(meta, val_cider=best_cider))
+            best.save(done, dict(meta, val_cider=best_cider),
+                      params=jax.device_get(training.unreplicate(state.params)))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         if primary:
           with open(metrics_path, "a") as f:
             f.write(json.dumps(last) + "\n")
+          faults.point("metrics.after_write", done)
       if done % config.train.checkpoint_every == 0 or done == num_steps:
-        ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
+        host = jax.device_get(training.unreplicate(state))
+        ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
   finally:
     bar.close()
     for manager in (ckpt, best):
