@@ -58,11 +58,11 @@ class _RenameWithFaultPoints(ocp_path.atomicity.AtomicRenameTemporaryPath):
   """Orbax's atomic rename, with `faults` points just before and after it (tests only)."""
 
   async def finalize(self):
-    final = self.get_final()
-    point = f"{final.parent.name}.%s_rename"
-    faults.point(point % "before", int(final.name))
+    final = self.get_final()  # <kind>/<step>, or an item inside a step (not a fault point)
+    point = f"{final.parent.name}.%s_rename:{final.name}"
+    faults.point(point % "before")
     await super().finalize()
-    faults.point(point % "after", int(final.name))
+    faults.point(point % "after")
 
 
 def _short_reason(error: Exception, step_dir: str) -> str:
@@ -75,7 +75,7 @@ def _short_reason(error: Exception, step_dir: str) -> str:
 
 
 def _ignore_late_read_callbacks() -> None:
-  """Silences the aftermath of a failed restore (installed once, on the first failure).
+  """Silences the aftermath of a failed restore (installed once, before the first restore).
 
   When one array of a checkpoint fails to read, orbax stops and closes its event loop while
   TensorStore is still reading the others; each of those reads then calls back into the
@@ -175,6 +175,7 @@ class Checkpoints:
     step restores.
     """
     steps = sorted(self.steps(), reverse=True) if steps is None else steps
+    _ignore_late_read_callbacks()
     for step in steps:
       try:
         return step, restore(step)
@@ -183,7 +184,6 @@ class Checkpoints:
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many kinds (FileNotFoundError, ValueError with a
         # TensorStore status, JSONDecodeError, ...) for one thing: the files are damaged.
-        _ignore_late_read_callbacks()
         note = f"warning: {self.describe_unreadable(step, e)}"
         if set_aside:
           note += f"; moved it to {self._set_aside(step)}"

@@ -220,11 +220,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             best_cider = last["val_cider"]
             best.save(done, dict(meta, val_cider=best_cider),
                       params=jax.device_get(training.unreplicate(state.params)))
+            # Committed before anything else of this step is written, so that a crash leaves
+            # one of a few known states (see `resume`), not a race between two saves.
+            best.wait()
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         if primary:
           with open(metrics_path, "a") as f:
             f.write(json.dumps(last) + "\n")
-          faults.point("metrics.after_write", done)
+          faults.point(f"metrics.after_write:{done}")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         host = jax.device_get(training.unreplicate(state))
         ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
