@@ -16,7 +16,7 @@ import numpy as np
 import jax
 import pytest
 
-from jaxcap import checkpoints, training
+from jaxcap import checkpoints
 from jaxcap.data import shapes
 from test_train import ROOT
 
