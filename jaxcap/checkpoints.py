@@ -15,7 +15,9 @@ this module empties that folder; nothing there is ever read.
 
 A checkpoint that is damaged all the same (a truncated or missing file) is skipped, newest
 first, with one line on stderr saying which step and why (`newest_readable`); a trainer moves
-it into `<kind>/unreadable/` so that it can save that step again, and never deletes it.
+it into `<kind>/unreadable/` so that it can save that step again, and never deletes it. When
+no checkpoint restores, nothing is moved: that is more likely code that cannot read them
+than damage to all of them.
 """
 
 from __future__ import annotations
@@ -168,31 +170,49 @@ class Checkpoints:
                       set_aside: bool = False) -> tuple[int | None, T | None]:
     """(step, restore(step)) for the first of `steps` (default: newest first) that restores.
 
-    Each one that does not gets a line on stderr naming the step and the reason; with
-    `set_aside` it is moved into `<kind>/unreadable/` (kept, never deleted), so that a
-    trainer resuming from an older step can save that step number again. A
-    CheckpointMismatchError from `restore` is not damage: it propagates. (None, None) if no
-    step restores.
+    Each one that does not gets a line on stderr naming the step and the reason. With
+    `set_aside`, once an older step restores (so the code can read this layout and the newer
+    files are damaged), the newer ones are moved into `<kind>/unreadable/`, kept, never
+    deleted, and a trainer resuming from the older step can save those step numbers again.
+    A CheckpointMismatchError from `restore` is not damage: it propagates. (None, None) if
+    no step restores.
     """
     steps = sorted(self.steps(), reverse=True) if steps is None else steps
     _ignore_late_read_callbacks()
+    damaged = []  # (step, one-line reason)
+    found = None
     for step in steps:
       try:
-        return step, restore(step)
+        found = step, restore(step)
+        break
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many kinds (FileNotFoundError, ValueError with a
         # TensorStore status, JSONDecodeError, ...) for one thing: the files are damaged.
-        note = f"warning: {self.describe_unreadable(step, e)}"
-        if set_aside:
-          note += f"; moved it to {self._set_aside(step)}"
-        print(note, file=sys.stderr, flush=True)
-    return None, None
+        damaged.append((step, _short_reason(e, self.step_dir(step))))
+    for step, reason in damaged:
+      note = f"warning: checkpoint {self.step_dir(step)} cannot be read: {reason}"
+      if set_aside and found:
+        note += f"; moved it to {self.set_aside(step)}"
+      print(note, file=sys.stderr, flush=True)
+    return found or (None, None)
 
-  def describe_unreadable(self, step: int, error: Exception) -> str:
-    return (f"checkpoint {self.step_dir(step)} cannot be read: "
-            f"{_short_reason(error, self.step_dir(step))}")
+  def set_aside(self, step: int) -> str:
+    """Moves a step into `<kind>/unreadable/` (where nothing reads it); returns its path."""
+    folder = os.path.join(self.directory, UNREADABLE)
+    target, n = os.path.join(folder, str(step)), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(folder, f"{step}.{n}")
+    if jax.process_index() == 0:
+      os.makedirs(folder, exist_ok=True)
+      os.rename(self.step_dir(step), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"jaxcap set aside {self.directory} {step}")
+    self._manager.reload()
+    return target
 
   def delete(self, step: int) -> None:
     """Drops a step (moved aside atomically, then removed)."""
@@ -211,21 +231,6 @@ class Checkpoints:
 
   def _legacy(self, step: int) -> bool:
     return os.path.isdir(os.path.join(self.step_dir(step), _LEGACY_STATE))
-
-  def _set_aside(self, step: int) -> str:
-    folder = os.path.join(self.directory, UNREADABLE)
-    target, n = os.path.join(folder, str(step)), 0
-    while os.path.exists(target):
-      n += 1
-      target = os.path.join(folder, f"{step}.{n}")
-    if jax.process_index() == 0:
-      os.makedirs(folder, exist_ok=True)
-      os.rename(self.step_dir(step), target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices(f"jaxcap set aside {self.directory} {step}")
-    self._manager.reload()
-    return target
 
   def _purge_deleted(self) -> None:
     """Removes the old checkpoints orbax moved to `deleting/`; one process does it."""

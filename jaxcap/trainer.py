@@ -123,6 +123,10 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
     return state.replace(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
 
   step, restored = ckpt.newest_readable(restore, set_aside=True)
+  if restored is None and ckpt.steps():
+    raise checkpoints.UnreadableCheckpointError(
+        f"no checkpoint in {ckpt.directory} can be read (see the warnings above); to start "
+        "afresh, move that folder away")
   step = step or 0
   if restored is not None:
     state = restored
@@ -137,6 +141,10 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
       print(f"dropped {dropped} row(s) after step {step} from {workdir_lib.METRICS_FILE}")
   _, best_meta = best.newest_readable(
       lambda s: (best.restore_params(s), best.restore_meta(s))[1], set_aside=True)
+  if best_meta is None:
+    for damaged in best.steps():  # restored without a template: unreadable means damaged
+      print(f"moved {best.step_dir(damaged)} to {best.set_aside(damaged)}; the next "
+            "validation saves a new best")
   return state, (best_meta.get("val_cider", -1.0) if best_meta else -1.0)
 
 

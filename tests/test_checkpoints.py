@@ -180,3 +180,15 @@ def test_a_mismatch_is_not_damage(tmp_path):
   with pytest.raises(checkpoints.CheckpointMismatchError):
     checkpoints.Checkpoints(tmp_path).newest_readable(refuse, set_aside=True)
   assert os.path.isdir(tmp_path / checkpoints.LATEST / "1")
+
+
+def test_nothing_is_moved_when_no_checkpoint_restores(tmp_path, capsys):
+  # Then it is as likely code that cannot read them as damage to all: leave them be.
+  ckpt = checkpoints.Checkpoints(tmp_path)
+  save(ckpt, 1)
+  ckpt.close()
+  DAMAGE["missing meta"][0](os.path.join(tmp_path, checkpoints.LATEST, "1", "params"))
+  writer = checkpoints.Checkpoints(tmp_path)
+  assert writer.newest_readable(writer.restore_meta, set_aside=True) == (None, None)
+  assert "meta/metadata not found" in capsys.readouterr().err
+  assert writer.steps() == [1]

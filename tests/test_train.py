@@ -72,7 +72,8 @@ def test_sample_captions_images_and_reports_bad_ones(trained, tmp_path):
   result = run(["sample.py", "--workdir", str(trained), "--json", "--image"] + paths)
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
-  errors = result.stderr.strip().splitlines()
+  loaded, *errors = result.stderr.strip().splitlines()
+  assert loaded.startswith(f"loaded {trained}/best/")  # which checkpoint answers
   assert len(errors) == 2 and str(bad) in errors[0] and str(missing) in errors[1]
   rows = [json.loads(l) for l in result.stdout.strip().splitlines()]
   assert [r["image"] for r in rows] == paths[:2]
