@@ -82,8 +82,10 @@ def test_sample_captions_images_and_reports_bad_ones(trained, tmp_path):
 
 def test_evaluate_captions_a_split_and_scores_it(trained):
   result = run(["evaluate.py", "--workdir", str(trained), "--split", "val", "--decoding", "beam",
-                "--beam_size", "2", "--no_java", "--json"])
+                "--beam_size", "2", "--no_java", "--json", "--checkpoint", "latest"])
   assert result.returncode == 0, result.stderr[-3000:]
+  latest = checkpoints.Checkpoints(trained, read_only=True).latest_step()
+  assert f"loaded {trained}/checkpoints/{latest} (step {latest})" in result.stderr
   scores = json.loads(result.stdout)
   assert set(scores) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"}
   assert scores["METEOR"] is None and 0 <= scores["Bleu_1"] <= 1
