@@ -47,7 +47,7 @@ def restore_params(workdir: str, checkpoint: str | int | None = None):
         params, meta = found
         cider = f", validation CIDEr {meta['val_cider']:.4g}" if "val_cider" in meta else ""
         print(f"loaded {manager.step_dir(step)} (step {step}{cider})", file=sys.stderr)
-        return params, meta, step
+        return jax.device_put(params), meta, step  # restored as NumPy: moved to device once
     raise checkpoints.UnreadableCheckpointError(
         f"no readable checkpoint in {workdir!r} (see the warnings above)")
   finally:
