@@ -13,7 +13,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
+from jaxcap import (checkpoints, decoders, decoding, encoders, evaluation, metrics, text,
+                    training)
 from jaxcap.data import cache, pipeline, sources
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -65,25 +66,15 @@ def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   return vocab, sets
 
 
-def model_sizes(config, encoder, vocab, positions: int) -> dict:
-  """The decoder's shape: what `decoder.init` takes and what a checkpoint must match."""
-  return {"vocab_size": len(vocab), "units": config.model.units,
-          "feature_dim": encoder.FEATURE_DIM, "positions": positions,
-          "position_embedding": bool(config.model.grid_position_embedding),
-          "init_hidden": bool(config.model.init_hidden_from_image)}
-
-
-def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
+def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
   """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
   exact-match rate (a caption equal to one of the image's references)."""
   scores, candidates = evaluation.evaluate(
-      params, data, vocab, evaluation.Decoding("greedy"), config.model.max_length,
+      params, spec, data, vocab, decoding.DecodeOptions("greedy"), config.model.max_length,
       limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
   _, references = evaluation.caption_set_per_image(data)
-  hits = sum(c in {text.normalize(r) for r in refs}
-             for c, refs in zip(candidates, references))
   return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
-          "val_exact_match": hits / len(candidates)}
+          "val_exact_match": evaluation.exact_match(candidates, references)}
 
 
 def host_share(batch: np.ndarray) -> np.ndarray:
@@ -120,18 +111,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
-  sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
+  spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
+                                   feature_dim=encoder.FEATURE_DIM,
+                                   positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
   best_cider = (best.restore_meta().get("val_cider", -1.0)
                 if best.latest_step() is not None else -1.0)
-  meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
+  meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
   optimizer = make_optimizer(config)
   rng = jax.random.key(config.seed)
-  state = training.init_state(decoder.init(rng, **sizes), optimizer)
+  state = training.init_state(decoders.init(rng, spec), optimizer)
   if ckpt.latest_step() is not None:
-    checkpoints.check_compatible(ckpt.restore_meta(), sizes=sizes, vocab=vocab,
+    checkpoints.check_compatible(ckpt.restore_meta(), spec=spec, vocab=vocab,
                                  encoder=encoder.NAME, where=workdir)
     state, rng = ckpt.restore(state)
     print(f"resumed from step {int(state.step)} in {ckpt.directory}")
@@ -142,8 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       json.dump(config.to_dict(), f, indent=2)
 
   dtype = COMPUTE_DTYPES[config.train.compute_dtype]
-  train_step = training.make_train_step(optimizer, dtype)
-  eval_step = training.make_eval_step(dtype)
+  train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
+  eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
   num_steps = config.train.num_steps
   state = training.replicate(state)
@@ -176,7 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                            config.train.batch_size, config.train.length_buckets)
-          last.update(validate(training.unreplicate(state).params, val_set, vocab, config))
+          last.update(validate(training.unreplicate(state).params, spec, val_set, vocab,
+                               config))
           if last["val_cider"] > best_cider:
             best_cider = last["val_cider"]
             best.save(done, jax.device_get(training.unreplicate(state)), rng,

@@ -8,7 +8,7 @@ import textwrap
 import jax
 import numpy as np
 
-from jaxcap import decoder, text, training
+from jaxcap import decoders, text, training
 from jaxcap.data import cache, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,10 +105,11 @@ def test_training_loss_same_from_cache(tmp_path):
   captions = [split.captions[i] for i in kept]
   a = pipeline.make_caption_set(cached, captions, vocab, 6, False, image_rows=kept)
   b = pipeline.make_caption_set(expected, captions, vocab, 6, False, image_rows=kept)
-  params = decoder.init(jax.random.key(0), vocab_size=len(vocab), units=8, feature_dim=6)
+  spec = decoders.DecoderSpec("gru", vocab_size=len(vocab), units=8, feature_dim=6)
+  params = decoders.init(jax.random.key(0), spec)
   rows = np.arange(len(a))
   # Both store float16; the direct path as computed by the encoder in float32:
   direct = np.asarray(fn(np.stack([split.load(i) for i in kept])))
-  loss_cached = training.loss(params, a.features_of(rows), a.tokens)
-  loss_direct = training.loss(params, direct, b.tokens)
+  loss_cached = training.loss(params, spec, a.features_of(rows), a.tokens)
+  loss_direct = training.loss(params, spec, direct, b.tokens)
   np.testing.assert_allclose(loss_cached, loss_direct, rtol=1e-3)
