@@ -79,7 +79,7 @@ def caption_split(args, use_java) -> dict:
   split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
-                           split.load)
+                           split.load, split.files and split.files[:args.limit])
   feature_fn = jax.jit(functools.partial(captioner.encoder.features, captioner.encoder_params))
   features, kept = trainer.encode_split(config, split, feature_fn, args.workdir)
   decoding = evaluation.Decoding(args.decoding, args.beam_size, args.alpha, args.top_k,

@@ -37,7 +37,7 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
     return cache.encode_cached(
         split, feature_fn, batch_size=config.encoder.batch_size,
         cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
-        encoder_name=config.encoder.name, image_size=encoders.image_size(config.encoder))
+        description=cache.describe_encoder(config.encoder))
   return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
 
 
