@@ -215,9 +215,9 @@ def test_changed_image_file_is_recomputed(tmp_path):
   split = file_split(tmp_path)
   before, _ = trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
   before = np.array(before)
-  stat = os.stat(split.files[2])
-  write_png(split.files[2], 200)  # another picture at the same path
-  os.utime(split.files[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+  stat = os.stat(split.keys[2])
+  write_png(split.keys[2], 200)  # another picture at the same path
+  os.utime(split.keys[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
   fn, calls = counting(mean_colour)
   after, _ = trainer.encode_split(file_config(tmp_path), split, fn, str(tmp_path))
   assert calls == [4]  # one batch: image 2 alone, padded
@@ -230,7 +230,7 @@ def test_changed_image_file_is_recomputed(tmp_path):
 def test_same_size_new_mtime_is_recomputed(tmp_path):
   split = file_split(tmp_path)
   trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
-  os.utime(split.files[4], ns=(0, 12345))
+  os.utime(split.keys[4], ns=(0, 12345))
   fn, calls = counting(mean_colour)
   trainer.encode_split(file_config(tmp_path), split, fn, str(tmp_path))
   assert len(calls) == 1
