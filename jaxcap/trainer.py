@@ -8,15 +8,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
+from jaxcap import (checkpoints, config_checks, decoder, encoders, evaluation, metrics, text,
+                    training)
 from jaxcap.data import cache, pipeline, sources
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_encoder(config):
@@ -116,6 +114,7 @@ def make_optimizer(config):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  config_checks.validate(config)  # every bad value at once, before any work
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
@@ -141,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2)
 
-  dtype = COMPUTE_DTYPES[config.train.compute_dtype]
+  dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
   train_step = training.make_train_step(optimizer, dtype)
   eval_step = training.make_eval_step(dtype)
   start = int(state.step)
