@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap import checkpoints, config_checks, trainer
+from jaxcap import config_checks, disk, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -58,6 +58,17 @@ def parse_flags(argv):
   return rest
 
 
+def _quiet_closed_loop(hook):
+  """After a failed checkpoint write, TensorStore reports each pending write it cannot hand
+  back to orbax's closed event loop as an unraisable exception (dozens of tracebacks); the
+  failure itself is reported once. Others go to `hook` (a `sys.unraisablehook`)."""
+  def unraisablehook(unraisable):
+    if not (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+  return unraisablehook
+
+
 def init_distributed():
   """Starts JAX's distributed runtime when asked; every process then runs this same script
   and reads only its share of each batch."""
@@ -74,14 +85,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # jaxcap's warnings: skipped images, ...
-  # ... but not orbax's notes on every save, which would break up the progress bar.
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.ERROR or "orbax" not in record.pathname)
+  # ... but not orbax's: its notes on every save would break up the progress bar, and a
+  # failed save logs one traceback per background thread before the error reaches us
+  # (and is reported once, below).
+  logging.get_absl_logger().addFilter(lambda record: "orbax" not in record.pathname)
+  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
     config_checks.validate(FLAGS.config)  # before anything waits on other processes
     init_distributed()
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (checkpoints.CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:
+    if disk.is_full(e):  # orbax's arrives as a ValueError from TensorStore
+      raise SystemExit(f"error: {disk.describe(e)}") from None
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+      raise
     # Bad data or config (a missing file, a malformed line, too few examples): one line.
     raise SystemExit(f"error: {e}") from None
   print("final:", " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

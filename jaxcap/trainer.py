@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import (checkpoints, config_checks, decoder, encoders, evaluation, metrics, text,
-                    training)
+from jaxcap import (checkpoints, config_checks, decoder, disk, encoders, evaluation, metrics,
+                    text, training)
 from jaxcap.data import cache, pipeline, sources
 
 
@@ -136,9 +136,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"resumed from step {int(state.step)} in {ckpt.directory}")
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
-    vocab.save(os.path.join(workdir, "vocab.json"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2)
+    with disk.writing(workdir, "the vocabulary and config"):
+      vocab.save(os.path.join(workdir, "vocab.json"))
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
 
   dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
   train_step = training.make_train_step(optimizer, dtype)
@@ -182,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         if primary:
-          with open(metrics_path, "a") as f:
+          with disk.writing(metrics_path, "the metrics log"), open(metrics_path, "a") as f:
             f.write(json.dumps(last) + "\n")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)

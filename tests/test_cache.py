@@ -166,10 +166,11 @@ def test_full_disk_names_the_cache_file(tmp_path, monkeypatch):
     raise OSError(errno.ENOSPC, "No space left on device")
   monkeypatch.setattr(os, "posix_fallocate", no_space)
   namespace, _ = reference()
-  with pytest.raises(OSError, match="no space left on device for the feature cache: .*"
-                     "features.npy needs"):
+  with pytest.raises(OSError, match=r"no space left on device writing the feature cache "
+                     r"\(0.00 GB; data.cache_dir chooses where\) \(.*features.npy\)"):
     cache.encode_cached(namespace["split"], namespace["feature_fn"], batch_size=4,
                         cache_root=str(tmp_path), description=TOY)
+  assert not list(tmp_path.rglob("*.npy"))  # nothing left that looks like a cache
 
 
 # Real image files and the trainer's entry point, as train.py and evaluate.py use it.

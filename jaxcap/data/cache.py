@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcap import encoders
+from jaxcap import disk, encoders
 from jaxcap.data import pipeline
 
 # valid.npy first: deleted, it leaves no folder that looks complete.
@@ -87,19 +87,21 @@ def file_stamps(split: pipeline.Split) -> np.ndarray:
 def _new_npy(path: str, dtype, shape: tuple[int, ...]) -> None:
   """A zero-filled .npy file with its disk blocks reserved: a memory-mapped write to a full
   disk would otherwise kill the process with SIGBUS and no message."""
-  np.lib.format.open_memmap(path, "w+", dtype, shape).flush()
+  size = np.dtype(dtype).itemsize * int(np.prod(shape))
   try:
-    with open(path, "r+b") as f:
-      os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-  except OSError as e:
-    if e.errno == errno.ENOSPC:
-      size = os.path.getsize(path)
+    with disk.writing(path, f"the feature cache ({size / 1e9:.2f} GB; data.cache_dir "
+                      "chooses where)"):
+      np.lib.format.open_memmap(path, "w+", dtype, shape).flush()
+      with open(path, "r+b") as f:
+        try:
+          os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+          if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise  # else a file system that cannot reserve: written as it goes
+  except disk.DiskFullError:
+    if os.path.exists(path):
       os.remove(path)
-      raise OSError(e.errno, f"no space left on device for the feature cache: {path} needs "
-                    f"{size / 1e9:.2f} GB; free some space or set data.cache_dir elsewhere",
-                    path) from None
-    if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-      raise
+    raise
 
 
 def _create(folder: str, keys: list[str], description: dict, shape: tuple[int, ...]):
@@ -109,7 +111,8 @@ def _create(folder: str, keys: list[str], description: dict, shape: tuple[int, .
     if os.path.exists(os.path.join(folder, name)):
       os.remove(os.path.join(folder, name))
   for name, value in (("keys.json", keys), ("encoder.json", description)):
-    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+    path = os.path.join(folder, name)
+    with disk.writing(path, "the feature cache"), open(path, "w", encoding="utf-8") as f:
       json.dump(value, f)
   _new_npy(os.path.join(folder, "features.npy"), np.float16, shape)
   _new_npy(os.path.join(folder, "stamps.npy"), np.int64, (shape[0], 2))
