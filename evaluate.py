@@ -29,7 +29,8 @@ def parse_args(argv):
   p.add_argument("--top_k", type=int, default=10)
   p.add_argument("--temperature", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+  p.add_argument("--limit", type=int, default=None,
+                 help="score only the first N images (N >= 1)")
   p.add_argument("--output", help="where to write the results JSON "
                  "(default: WORKDIR/results_<split>_<decoding>.json)")
   p.add_argument("--no_java", action="store_true",
@@ -40,6 +41,8 @@ def parse_args(argv):
     p.error("--annotations and --results go together")
   if bool(args.workdir) == bool(args.annotations):
     p.error("give either --workdir or --annotations/--results")
+  if args.limit is not None and args.limit < 1:
+    p.error(f"--limit must be >= 1 (the number of images to score), not {args.limit}")
   return args
 
 
