@@ -4,7 +4,6 @@ Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-runn
 command resumes from the latest checkpoint in `--workdir`.
 """
 
-import logging as std_logging
 import os
 import sys
 
