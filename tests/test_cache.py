@@ -245,7 +245,7 @@ def test_cache_of_another_encoder_setting_is_never_read(tmp_path, change):
   split = file_split(tmp_path)
   trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
   if change == "weights":  # same path, other content
-    (tmp_path / "weights.bin").write_bytes(b"weights 2")
+    (tmp_path / "weights.bin").write_bytes(b"other weights")
     config = file_config(tmp_path)
   elif change == "resize":
     config = file_config(tmp_path, resize="tf_bilinear")

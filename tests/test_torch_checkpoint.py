@@ -152,3 +152,12 @@ def test_encoder_weights_from_a_workdir_get_the_same_checks(tmp_path):
         {"0": FOUR}, "zip")
   with pytest.raises(torch_checkpoint.CheckpointError, match="evil.pth: tensor features"):
     mobilenet_v2.load_params(tmp_path / "evil.pth")
+
+
+def test_deep_nesting_is_refused(tmp_path):
+  state = {}
+  for _ in range(50):
+    state = {"x": state}
+  write(tmp_path / "deep.pth", state, {}, "zip")
+  with pytest.raises(torch_checkpoint.CheckpointError, match="deep.pth: dicts nested"):
+    torch_checkpoint.load_state_dict(tmp_path / "deep.pth")

@@ -21,6 +21,7 @@ truncated .npy, say) is rebuilt, with a warning naming the file.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -46,7 +47,14 @@ def _crash_point(where: str) -> None:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-  """sha256 of a file's content (a 220 MB weights file takes about 0.3 s)."""
+  """sha256 of a file's content, once per process while the file is unchanged."""
+  st = os.stat(path)
+  return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+  del size, mtime_ns  # the cache key
   with open(path, "rb") as f:
     return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -193,6 +201,9 @@ def encode_cached(
       if features is None:
         _create(folder, split.keys, description, (len(split),) + feats.shape[1:])
         features, stamps, valid = _open_existing(folder, split.keys, description)
+      if features.shape[1:] != feats.shape[1:]:
+        raise ValueError(f"{folder}: cached features are {features.shape[1:]} per image, the "
+                         f"encoder gives {feats.shape[1:]}; delete the folder to rebuild it")
       features[rows] = feats.astype(np.float16)
       stamps[rows] = now[rows]
       features.flush()  # data first ...
@@ -207,4 +218,3 @@ def encode_cached(
   del stamps, valid
   return np.lib.format.open_memmap(os.path.join(folder, "features.npy"), "r"), np.asarray(
       sorted(kept), np.int64)
-

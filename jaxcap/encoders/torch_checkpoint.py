@@ -147,7 +147,7 @@ def _plain_load(f, path):
   return _SafeUnpickler(f, path, {}).load()
 
 
-def _materialize(obj, path, name="the state_dict"):
+def _materialize(obj, path, name="the state_dict", depth=0):
   if isinstance(obj, _TensorRef):
     if isinstance(obj.storage, _Storage) and obj.storage.array is None:
       raise CheckpointError(f"{path}: storage {obj.storage.key} has no data")
@@ -156,7 +156,9 @@ def _materialize(obj, path, name="the state_dict"):
       raise CheckpointError(f"{path}: tensor {name} is not a view of its storage: {problem}")
     return obj.to_numpy()
   if isinstance(obj, dict):
-    return {str(k): _materialize(v, path, str(k)) for k, v in obj.items()}
+    if depth > 8:  # {"state_dict": {...}} is as deep as real files go
+      raise CheckpointError(f"{path}: dicts nested more than 8 deep")
+    return {str(k): _materialize(v, path, str(k), depth + 1) for k, v in obj.items()}
   if isinstance(obj, (int, float, str)):
     return obj
   raise CheckpointError(f"{path}: unexpected object {type(obj).__name__} in the state_dict")
