@@ -26,7 +26,8 @@ def parse_args(argv):
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
   p.add_argument("--workdir", help="a trained workdir (captioning a split)")
   p.add_argument("--split", default="val", choices=("val", "test"))
-  p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+  p.add_argument("--limit", type=int, default=None,
+                 help="score only the first N images (N >= 1)")
   p.add_argument("--output", help="where to write the results JSON "
                  "(default: WORKDIR/results_<split>_<decoding>.json)")
   p.add_argument("--no_java", action="store_true",
@@ -42,6 +43,8 @@ def parse_args(argv):
     p.error("--annotations and --results go together")
   if bool(args.workdir) == bool(args.annotations):
     p.error("give either --workdir or --annotations/--results")
+  if args.limit is not None and args.limit < 1:
+    p.error(f"--limit must be >= 1 (the number of images to score), not {args.limit}")
   return args
 
 
@@ -81,7 +84,7 @@ def caption_split(args, use_java) -> dict:
   split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
-                           split.load)
+                           split.load, split.files and split.files[:args.limit])
   feature_fn = jax.jit(functools.partial(captioner.encoder.features, captioner.encoder_params))
   features, kept = trainer.encode_split(config, split, feature_fn, args.workdir)
   # Scoring defaults to greedy, whatever the config samples with.

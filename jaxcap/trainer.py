@@ -8,16 +8,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import (checkpoints, decoders, decoding, encoders, evaluation, metrics, text,
-                    training)
+from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
+                    metrics, text, training)
 from jaxcap.data import cache, pipeline, sources
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_encoder(config):
@@ -38,7 +35,7 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
     return cache.encode_cached(
         split, feature_fn, batch_size=config.encoder.batch_size,
         cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
-        encoder_name=config.encoder.name, image_size=encoders.image_size(config.encoder))
+        description=cache.describe_encoder(config.encoder))
   return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
 
 
@@ -107,6 +104,7 @@ def make_optimizer(config):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  config_checks.validate(config)  # every bad value at once, before any work
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
@@ -130,11 +128,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"resumed from step {int(state.step)} in {ckpt.directory}")
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
-    vocab.save(os.path.join(workdir, "vocab.json"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2)
+    with disk.writing(workdir, "the vocabulary and config"):
+      vocab.save(os.path.join(workdir, "vocab.json"))
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
 
-  dtype = COMPUTE_DTYPES[config.train.compute_dtype]
+  dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
   train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
   eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
@@ -177,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         if primary:
-          with open(metrics_path, "a") as f:
+          with disk.writing(metrics_path, "the metrics log"), open(metrics_path, "a") as f:
             f.write(json.dumps(last) + "\n")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)

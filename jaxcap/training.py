@@ -20,6 +20,8 @@ import optax
 from jaxcap import decoders
 
 AXIS = "devices"
+LR_SCHEDULES = ("constant", "cosine")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config name -> dtype
 
 
 def shift_targets(tokens: jax.Array) -> jax.Array:
@@ -68,7 +70,7 @@ def learning_rate_schedule(learning_rate: float, kind: str, num_steps: int):
     return learning_rate
   if kind == "cosine":
     return optax.cosine_decay_schedule(learning_rate, max(num_steps, 1))
-  raise ValueError(f"unknown learning-rate schedule {kind!r}: use constant or cosine")
+  raise ValueError(f"unknown learning-rate schedule {kind!r}: use one of {LR_SCHEDULES}")
 
 
 def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
