@@ -50,8 +50,9 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
   without annotations is an error. Raises ValueError (naming the file) for malformed files.
   """
   from jaxcap import metrics  # pylint: disable=g-import-not-at-top
-  references = metrics.load_coco_annotations(annotations)
-  candidates = metrics.load_coco_results(results)
+  from jaxcap.data import coco_json  # pylint: disable=g-import-not-at-top
+  references = coco_json.read_captions(annotations)
+  candidates = coco_json.read_results(results)
   unknown = [k for k in candidates if k not in references]
   if unknown:
     known = {str(k): k for k in references}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcap.data import pipeline, sources
+from jaxcap.data import coco_json, pipeline, sources
 
 
 def write_images(folder):
@@ -113,3 +113,47 @@ def test_coco_json(tmp_path):
   assert splits["test"].keys == splits["val"].keys
   _, kept = encode(splits["train"])
   assert list(kept) == [0, 1]
+
+
+def test_coco_caption_files(tmp_path):
+  annotations = {"images": [{"id": 7}, {"id": "x"}],
+                 "annotations": [{"image_id": 7, "id": 1, "caption": "a dog"},
+                                 {"image_id": "x", "id": 2, "caption": "a cat"},
+                                 {"image_id": 7, "id": 3, "caption": "one dog"}]}
+  (tmp_path / "ann.json").write_text(json.dumps(annotations))
+  (tmp_path / "res.json").write_text(json.dumps([{"image_id": 7, "caption": "dog"},
+                                                 {"image_id": "x", "caption": "cat"}]))
+  assert coco_json.read_captions(tmp_path / "ann.json") == {7: ["a dog", "one dog"],
+                                                            "x": ["a cat"]}
+  assert coco_json.read_results(tmp_path / "res.json") == {7: "dog", "x": "cat"}
+
+  def fails(reader, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError, match=message) as e:
+      reader(path)
+    assert "bad.json" in str(e.value)
+
+  fails(coco_json.read_captions, "{not json", "not valid JSON")
+  fails(coco_json.read_captions, [], "expected an object with an 'annotations' list")
+  fails(coco_json.read_captions, {"annotations": [{"image_id": 1}]}, "annotation 0 lacks")
+  fails(coco_json.read_captions, {"annotations": [{"image_id": 1, "caption": 3}]},
+        "not a string")
+  fails(coco_json.read_captions, {"annotations": [{"image_id": [1], "caption": "a"}]},
+        "expected an integer or a string")
+  fails(coco_json.read_captions, {"annotations": []}, "no annotations")
+  fails(lambda p: coco_json.read(p, str(tmp_path)),
+        {"annotations": [{"image_id": 1, "caption": "a"}]}, "needs 'images'")
+  fails(lambda p: coco_json.read(p, str(tmp_path)),
+        {"images": [{"id": 2, "file_name": "b.jpg"}],
+         "annotations": [{"image_id": 1, "caption": "a"}]}, "unknown image ids")
+  fails(coco_json.read_results, {"image_id": 1, "caption": "a"}, "expected a JSON list")
+  fails(coco_json.read_results, [], "no results")
+  fails(coco_json.read_results, [{"image_id": 1}], "result 0 lacks")
+  fails(coco_json.read_results, [{"image_id": 1, "caption": "a"},
+                                 {"image_id": 1, "caption": "b"}],
+        "image_id 1 has more than one result")
+  with pytest.raises(FileNotFoundError, match="missing.json"):
+    coco_json.read_results(tmp_path / "missing.json")
+  with pytest.raises(ValueError, match="cannot read"):
+    coco_json.read_results(tmp_path)  # a directory
