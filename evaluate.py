@@ -77,7 +77,8 @@ def caption_split(args, use_java) -> dict:
 
   captioner = Captioner(args.workdir)
   config = captioner.config
-  split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
+  split = sources.splits(config.data, encoders.image_size(config.encoder),
+                         encoders.resize_method(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
                            split.load)

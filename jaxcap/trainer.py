@@ -44,7 +44,8 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
 def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   """Encodes the splits once; returns the vocabulary and a CaptionSet per non-empty split
   (train must have images)."""
-  splits = sources.splits(config.data, encoders.image_size(config.encoder))
+  splits = sources.splits(config.data, encoders.image_size(config.encoder),
+                          encoders.resize_method(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]

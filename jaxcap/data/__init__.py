@@ -3,6 +3,11 @@
 import json
 import os
 
+# Whether Karpathy's "restval" images (30,504 for COCO) join train, when `data.use_restval` is
+# not set: no, as in the seed, which trains on TFDS coco_captions' `train` split only. Both
+# sources that have restval (karpathy, tfds_coco) read this one default.
+USE_RESTVAL = False
+
 
 def read_json(path: str | os.PathLike, what: str):
   """A JSON file's content. A missing file raises FileNotFoundError, an unreadable or malformed
