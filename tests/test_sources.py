@@ -1,6 +1,9 @@
 """The data sources on tiny fixture datasets, broken and odd images included."""
 
 import json
+import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -9,6 +12,8 @@ from PIL import Image
 
 from jaxcap import images
 from jaxcap.data import coco_json, pipeline, sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_images(folder):
@@ -78,9 +83,20 @@ def test_jsonl_hashed_split_is_stable(tmp_path):
                           for i in range(400)))
   config = ml_collections.ConfigDict({"source": "jsonl", "path": str(path),
                                       "val_fraction": 0.1, "test_fraction": 0.1})
-  a, b = sources.splits(config, 8, "pil_bilinear"), sources.splits(config, 8, "pil_bilinear")
-  assert a["val"].keys == b["val"].keys
-  assert 20 < len(a["val"]) < 60 and 20 < len(a["test"]) < 60
+  here = sources.splits(config, 8, "pil_bilinear")
+  assert 20 < len(here["val"]) < 60 and 20 < len(here["test"]) < 60
+  # Another process (another run), with another string-hash seed, splits the same way.
+  script = ("import json, sys, ml_collections\n"
+            "from jaxcap.data import sources\n"
+            "config = ml_collections.ConfigDict(json.loads(sys.argv[1]))\n"
+            "print(json.dumps({k: s.keys for k, s in sources.splits(config, 8, "
+            "'pil_bilinear').items()}))")
+  for seed in ("1", "2"):
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(config.to_dict())],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED=seed))
+    there = json.loads(out.stdout)
+    assert {k: s.keys for k, s in here.items()} == there
 
 
 def test_karpathy(tmp_path):
