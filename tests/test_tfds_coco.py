@@ -52,8 +52,7 @@ def test_mock_coco_captions():
     # The resize asked for is the one used: example 3 of val is (27, 40) pixels.
     rgb = fake_coco(None, "val").skip(3).take(1).get_single_element()["image"].numpy()
     np.testing.assert_array_equal(val.load(3), images.resize(rgb, 32, "tf_bilinear"))
-    config.use_restval = False  # jaxcap.data.USE_RESTVAL when unset: train only, as the seed
-    del config.use_restval
+    del config.use_restval  # unset: jaxcap.data.USE_RESTVAL, train only, as the seed
     assert len(sources.splits(config, 32, "tf_bilinear")["train"]) == 5
     np.testing.assert_array_equal(features[1].astype(np.float32),
                                   val.load(1).reshape(-1, 3)[::64].astype(np.float16))

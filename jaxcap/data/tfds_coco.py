@@ -63,8 +63,8 @@ def splits(data_config, image_size: int, resize: str) -> dict[str, Split]:
   """train (+ restval), val and test of TFDS coco_captions at `image_size`, resized by
   `resize` (`jaxcap.images.RESIZE_METHODS`)."""
   data_dir = data_config.get("tfds_data_dir", "") or None
-  wanted = {"train": ["train"] + (["restval"] if data_config.get("use_restval", USE_RESTVAL) else []),
-            "val": ["val"], "test": ["test"]}
+  restval = ["restval"] if data_config.get("use_restval", USE_RESTVAL) else []
+  wanted = {"train": ["train"] + restval, "val": ["val"], "test": ["test"]}
   out = {}
   for name, tfds_splits in wanted.items():
     keys, captions, readers = [], [], []
