@@ -78,7 +78,7 @@ def main(argv=None) -> int:
   loaded: list[tuple[str, np.ndarray]] = []
   for path in args.image:
     try:
-      loaded.append((path, image_io.load_image(path, captioner.image_size)))
+      loaded.append((path, captioner.load_image(path)))
     except image_io.ImageError as e:
       print(f"error: {e}", file=sys.stderr)
       failed = True
