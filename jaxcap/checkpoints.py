@@ -3,8 +3,8 @@
 Each step directory holds three items: `params` (the decoder parameters, all that captioning
 needs), `opt_state` (the optimizer state, for resuming) and `meta` (a JSON record of the
 config, the model description and the vocabulary), so a checkpoint is enough to caption
-images with. Nothing else is random in training: batches and initialisation are functions of
-`config.seed` and the step, so a resumed run continues exactly as if never stopped.
+images with. There is no RNG state to save: initialisation, batches and dropout are functions
+of `config.seed` and the step, so a resumed run continues exactly as if never stopped.
 
 Crash safety. Orbax writes each checkpoint into a temporary directory and renames it only
 when complete, so a process killed mid-save leaves the previous checkpoint as the latest one,
@@ -32,7 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import path as ocp_path
 
-from jaxcap import faults
+from jaxcap import decoders, faults
 from jaxcap.text import Vocabulary
 
 T = TypeVar("T")
@@ -76,14 +76,14 @@ def _short_reason(error: Exception, step_dir: str) -> str:
   return text if len(text) <= 400 else text[:400] + " ..."
 
 
-def _ignore_late_read_callbacks() -> None:
-  """Silences the aftermath of a failed restore (installed once, before the first restore).
+def ignore_closed_loop_callbacks() -> None:
+  """Silences the aftermath of a failed checkpoint read or write (installed once).
 
-  When one array of a checkpoint fails to read, orbax stops and closes its event loop while
-  TensorStore is still reading the others; each of those reads then calls back into the
-  closed loop, and Python prints its RuntimeError("Event loop is closed") as an unraisable
-  exception: dozens of tracebacks after the one line that matters. Only that one error is
-  dropped; any other goes to the previous hook.
+  When one array fails to read or write, orbax stops and closes its event loop while
+  TensorStore is still busy with the others; each of those then calls back into the closed
+  loop, and Python prints its RuntimeError("Event loop is closed") as an unraisable
+  exception: dozens of tracebacks after the one error that matters. Only that error is
+  dropped; any other goes to the previous `sys.unraisablehook`.
   """
   previous = sys.unraisablehook
   if getattr(previous, "jaxcap", False):
@@ -178,7 +178,7 @@ class Checkpoints:
     no step restores.
     """
     steps = sorted(self.steps(), reverse=True) if steps is None else steps
-    _ignore_late_read_callbacks()
+    ignore_closed_loop_callbacks()
     damaged = []  # (step, one-line reason)
     found = None
     for step in steps:
@@ -247,19 +247,26 @@ class Checkpoints:
     return step
 
 
-def make_meta(config_dict: dict, sizes: dict, vocab: Vocabulary, encoder: str) -> dict:
-  return {"config": config_dict, "sizes": sizes, "encoder": encoder, "vocab": vocab.tokens}
+def make_meta(config_dict: dict, spec: decoders.DecoderSpec, vocab: Vocabulary,
+              encoder: str) -> dict:
+  return {"config": config_dict, "spec": spec.to_dict(), "encoder": encoder,
+          "vocab": vocab.tokens}
 
 
-def check_compatible(meta: dict, *, sizes: dict, vocab: Vocabulary, encoder: str,
-                     where: str) -> None:
+def check_compatible(meta: dict, *, spec: decoders.DecoderSpec, vocab: Vocabulary,
+                     encoder: str, where: str) -> None:
   """Raises CheckpointMismatchError in plain words if the run and the checkpoint differ."""
   problems = []
   if meta["encoder"] != encoder:
     problems.append(f"encoder: checkpoint {meta['encoder']!r}, config {encoder!r}")
-  for key in sorted(set(meta["sizes"]) | set(sizes)):
-    if meta["sizes"].get(key) != sizes.get(key):
-      problems.append(f"{key}: checkpoint {meta['sizes'][key]}, config {sizes[key]}")
+  saved, now = decoders.spec_from_meta(meta).to_dict(), spec.to_dict()
+  if saved["kind"] != now["kind"]:
+    problems.append(f"decoder: checkpoint {saved['kind']!r}, config {now['kind']!r} "
+                    f"(model.decoder)")
+  else:
+    for key in sorted(saved):
+      if saved[key] != now[key]:
+        problems.append(f"{key}: checkpoint {saved[key]}, config {now[key]}")
   if meta["vocab"] != vocab.tokens:
     saved, now = meta["vocab"], vocab.tokens
     first = next((i for i, (a, b) in enumerate(zip(saved, now)) if a != b),

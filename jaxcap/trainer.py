@@ -8,16 +8,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import (checkpoints, decoder, encoders, evaluation, faults, metrics, text,
-                    training, workdir as workdir_lib)
+from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
+                    faults, logs, metrics, text, training, workdir as workdir_lib)
 from jaxcap.data import cache, pipeline, sources
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_encoder(config):
@@ -38,14 +35,15 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
     return cache.encode_cached(
         split, feature_fn, batch_size=config.encoder.batch_size,
         cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
-        encoder_name=config.encoder.name, image_size=encoders.image_size(config.encoder))
+        description=cache.describe_encoder(config.encoder))
   return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
 
 
 def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   """Encodes the splits once; returns the vocabulary and a CaptionSet per non-empty split
   (train must have images)."""
-  splits = sources.splits(config.data, encoders.image_size(config.encoder))
+  splits = sources.splits(config.data, encoders.image_size(config.encoder),
+                          encoders.resize_method(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]
@@ -66,25 +64,15 @@ def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   return vocab, sets
 
 
-def model_sizes(config, encoder, vocab, positions: int) -> dict:
-  """The decoder's shape: what `decoder.init` takes and what a checkpoint must match."""
-  return {"vocab_size": len(vocab), "units": config.model.units,
-          "feature_dim": encoder.FEATURE_DIM, "positions": positions,
-          "position_embedding": bool(config.model.grid_position_embedding),
-          "init_hidden": bool(config.model.init_hidden_from_image)}
-
-
-def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
+def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
   """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
   exact-match rate (a caption equal to one of the image's references)."""
   scores, candidates = evaluation.evaluate(
-      params, data, vocab, evaluation.Decoding("greedy"), config.model.max_length,
+      params, spec, data, vocab, decoding.DecodeOptions("greedy"), config.model.max_length,
       limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
   _, references = evaluation.caption_set_per_image(data)
-  hits = sum(c in {text.normalize(r) for r in refs}
-             for c, refs in zip(candidates, references))
   return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
-          "val_exact_match": hits / len(candidates)}
+          "val_exact_match": evaluation.exact_match(candidates, references)}
 
 
 def host_share(batch: np.ndarray) -> np.ndarray:
@@ -114,13 +102,14 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
 
   Any interleaving of kills leaves a workdir this resumes: damaged checkpoints are moved
   aside (`Checkpoints.newest_readable`), and what a killed run wrote after its last checkpoint
-  (a best/ step, metrics rows) is dropped, so the workdir holds one history up to the step
-  resumed from, and the rerun writes those steps afresh, under its own config.
+  (a best/ step here; metrics rows and TensorBoard events: `logs.Writer`) is dropped, so the
+  workdir holds one history up to the step resumed from, and the rerun writes those steps
+  afresh, under its own config.
   """
   def restore(step):
     check_meta(ckpt.restore_meta(step))
     params, opt_state = ckpt.restore_training(step, state.params, state.opt_state)
-    return state.replace(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
+    return state.replace(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
 
   step, restored = ckpt.newest_readable(restore, set_aside=True)
   if restored is None and ckpt.steps():
@@ -135,10 +124,6 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
     best.delete(later)
     print(f"dropped {best.step_dir(later)}: saved after step {step}, the last checkpoint of a "
           "run that stopped there")
-  if jax.process_index() == 0:
-    dropped = workdir_lib.trim_metrics(workdir, step)
-    if dropped:
-      print(f"dropped {dropped} row(s) after step {step} from {workdir_lib.METRICS_FILE}")
   _, best_meta = best.newest_readable(
       lambda s: (best.restore_params(s), best.restore_meta(s))[1], set_aside=True)
   if best_meta is None:
@@ -153,6 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises workdir.WorkdirBusyError if another run holds the workdir's lock.
   """
+  config_checks.validate(config)  # every bad value at once, before any work
   os.makedirs(workdir, exist_ok=True)
   # One trainer per workdir: a second one would clear the first's checkpoint in flight
   # (orbax's start-up cleanup) and interleave the logs. Process 0 holds it for a multi-host run.
@@ -171,30 +157,33 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
-  sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
+  spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
+                                   feature_dim=encoder.FEATURE_DIM,
+                                   positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
-  meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
+  meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
   optimizer = training.make_optimizer(config)
-  state = training.init_state(decoder.init(jax.random.key(config.seed), **sizes), optimizer)
+  state = training.init_state(decoders.init(jax.random.key(config.seed), spec), optimizer)
   state, best_cider = resume(
       workdir, ckpt, best, state,
-      lambda saved: checkpoints.check_compatible(saved, sizes=sizes, vocab=vocab,
+      lambda saved: checkpoints.check_compatible(saved, spec=spec, vocab=vocab,
                                                  encoder=encoder.NAME, where=workdir))
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
-    vocab.save(os.path.join(workdir, "vocab.json"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2)
+    with disk.writing(workdir, "the vocabulary and config"):
+      vocab.save(os.path.join(workdir, "vocab.json"))
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
 
-  dtype = COMPUTE_DTYPES[config.train.compute_dtype]
-  train_step = training.make_train_step(optimizer, dtype)
-  eval_step = training.make_eval_step(dtype)
+  dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
+  train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
+  eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
   num_steps = config.train.num_steps
   state = training.replicate(state)
-  metrics_path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+  writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:
     print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
@@ -218,12 +207,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         train_loss = float(np.mean([float(l[0]) for l in window_losses]))
         elapsed = time.perf_counter() - window_start
         last = {"step": done, "train_loss": train_loss,
+                # what the last step used (inject_hyperparams keeps it in the state)
+                "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
                 "steps_per_sec": len(window_losses) / elapsed}
         window_start, window_losses = time.perf_counter(), []
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                            config.train.batch_size, config.train.length_buckets)
-          last.update(validate(training.unreplicate(state).params, val_set, vocab, config))
+          last.update(validate(training.unreplicate(state).params, spec, val_set, vocab,
+                               config))
           if last["val_cider"] > best_cider:
             best_cider = last["val_cider"]
             best.save(done, dict(meta, val_cider=best_cider),
@@ -232,15 +224,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             # one of a few known states (see `resume`), not a race between two saves.
             best.wait()
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
-        if primary:
-          with open(metrics_path, "a") as f:
-            f.write(json.dumps(last) + "\n")
-          faults.point(f"metrics.after_write:{done}")
+        with disk.writing(workdir, "the metrics log"):
+          writer.write(done, {k: v for k, v in last.items() if k != "step"})
+        faults.point(f"metrics.after_write:{done}")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         host = jax.device_get(training.unreplicate(state))
         ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
   finally:
     bar.close()
+    writer.close()
     for manager in (ckpt, best):
       manager.wait()
       manager.close()

@@ -1,4 +1,4 @@
-"""What a training workdir holds besides checkpoints: its lock and its metrics log.
+"""A training workdir's lock, and the --checkpoint flag of the scripts that load one.
 
 Light on purpose (no JAX import): the command-line scripts use `add_checkpoint_flag` while
 parsing flags.
@@ -15,7 +15,6 @@ import socket
 import time
 
 LOCK_FILE = "lock"
-METRICS_FILE = "metrics.jsonl"
 
 
 class WorkdirBusyError(RuntimeError):
@@ -80,34 +79,6 @@ def _alive_here(record: dict | None) -> bool:
   except PermissionError:
     pass  # someone else's process: it exists
   return True
-
-
-def trim_metrics(workdir: str, step: int) -> int:
-  """Drops the rows of `<workdir>/metrics.jsonl` logged after `step` (and a torn last line).
-
-  A run killed after logging step s but before its step-s checkpoint resumes from an earlier
-  step and logs s again; without this the log would hold two rows for s. Returns how many
-  rows were dropped. The file is replaced atomically.
-  """
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    lines = f.read().splitlines()
-  kept = []
-  for line in lines:
-    try:
-      row_step = json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-      continue  # a line cut short by a kill
-    if row_step <= step:
-      kept.append(line)
-  if len(kept) < len(lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
-  return len(lines) - len(kept)
 
 
 def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:

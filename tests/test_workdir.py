@@ -1,4 +1,4 @@
-"""The workdir lock (two processes), metrics-log trimming and the --checkpoint flag."""
+"""The workdir lock (two processes) and the --checkpoint flag."""
 
 import argparse
 import json
@@ -74,16 +74,6 @@ def test_without_flock_a_live_pid_on_this_host_holds_it(tmp_path, monkeypatch):
   (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(
       {"pid": int(gone), "host": socket.gethostname(), "started": "earlier"}))
   workdir.Lock(str(tmp_path)).release()
-
-
-def test_trim_metrics_drops_rows_after_the_step_and_a_torn_line(tmp_path):
-  rows = [{"step": s, "train_loss": 1.0 / s} for s in (2, 4, 6, 8)]
-  path = tmp_path / workdir.METRICS_FILE
-  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 10, "tr')
-  assert workdir.trim_metrics(str(tmp_path), 4) == 3
-  assert [json.loads(l) for l in path.read_text().splitlines()] == rows[:2]
-  assert workdir.trim_metrics(str(tmp_path), 4) == 0
-  assert workdir.trim_metrics(str(tmp_path / "nowhere"), 0) == 0
 
 
 def test_checkpoint_flag():
