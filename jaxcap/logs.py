@@ -76,8 +76,8 @@ class Writer:
     self._jsonl = os.path.join(workdir, "metrics.jsonl")
     dropped = drop_rows_after(self._jsonl, start_step)
     if dropped:
-      print(f"dropped {dropped} row(s) after step {start_step} from {self._jsonl}: a run that "
-            "stopped before checkpointing them logged them")
+      print(f"dropped {dropped} row(s) after step {start_step} from {self._jsonl}: newer than "
+            "the checkpoint this run resumes from")
     # A run resumed at start_step hides the events an earlier run wrote after it (they came
     # from steps the checkpoint does not hold), so each curve stays one line; metrics.jsonl
     # loses those rows (above).

@@ -122,8 +122,8 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
     print(f"resumed from step {step} in {ckpt.directory}")
   for later in [s for s in best.steps() if s > step]:
     best.delete(later)
-    print(f"dropped {best.step_dir(later)}: saved after step {step}, the last checkpoint of a "
-          "run that stopped there")
+    print(f"dropped {best.step_dir(later)}: newer than step {step}, the checkpoint this run "
+          "resumes from")
   _, best_meta = best.newest_readable(
       lambda s: (best.restore_params(s), best.restore_meta(s))[1], set_aside=True)
   if best_meta is None:
