@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from jaxcap import compile_cache
+
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
 
@@ -32,10 +34,7 @@ def parse_args(argv):
   p.add_argument("--attention", metavar="PNG_OR_DIR", default=None,
                  help="draw each word's attention over the image: a .png path for one "
                       "image, or a folder (one <image name>.png per image)")
-  p.add_argument("--cache_dir", default=os.environ.get(
-      "JAXCAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxcap")),
-                 help="JAX's persistent compilation cache (also $JAXCAP_CACHE_DIR); a "
-                      "second run with the same shapes skips compiling. '' turns it off")
+  p.add_argument("--cache_dir", default=compile_cache.DEFAULT_DIR, help=compile_cache.HELP)
   p.add_argument("--json", action="store_true",
                  help='print {"image": path, "caption": text} per line')
   args = p.parse_args(argv)
@@ -68,10 +67,8 @@ def main(argv=None) -> int:
   # Heavy imports after argument parsing, so --help is instant.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the captions
+  compile_cache.enable(args.cache_dir)
   import jax  # pylint: disable=g-import-not-at-top
-  if args.cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.cache_dir, "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxcap import images as image_io, viz  # pylint: disable=g-import-not-at-top
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top

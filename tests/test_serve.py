@@ -1,0 +1,280 @@
+"""serve.py: the HTTP API (test client), bad requests, batching under load, the page in Chromium.
+
+A tiny model is trained once for the module (seconds). $JAXCAP_SERVE_WORKDIR serves a trained
+workdir instead, and $JAXCAP_SERVE_SCREENSHOT keeps the browser test's screenshot there
+(the README's docs/serve.png comes from the quickstart model that way).
+"""
+
+import concurrent.futures
+import io
+import os
+import shutil
+import socket
+import struct
+import time
+import zlib
+
+import httpx
+import jax
+import numpy as np
+import PIL.Image
+import pytest
+from starlette.testclient import TestClient
+from test_train import run, train_cmd  # train.py in a subprocess from the repository root
+
+from jaxcap import images as image_io
+from jaxcap import serve
+from jaxcap.data import shapes
+from jaxcap.inference import Captioner
+
+SIZES = (1, 4, 16)  # fewer compiled sizes than the server's default keeps start-up short
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  if os.environ.get("JAXCAP_SERVE_WORKDIR"):
+    return os.environ["JAXCAP_SERVE_WORKDIR"]
+  workdir = tmp_path_factory.mktemp("serve_run")
+  result = run(train_cmd(workdir, "--config.train.num_steps=8"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(workdir)
+
+
+@pytest.fixture(scope="module")
+def captioner(workdir):
+  return Captioner(workdir)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory, captioner):
+  """[(png path, bytes, the captioner's own greedy caption, one image at a time)]."""
+  folder = tmp_path_factory.mktemp("shapes")
+  rows = []
+  for path, _ in shapes.write_examples(folder, seed=5, start=0, count=6):
+    image = image_io.load_image(path, captioner.image_size)
+    captions, _, _ = serve.caption_batch(captioner, image[None], serve.Options())
+    rows.append((str(path), open(path, "rb").read(), captions[0]))
+  return rows
+
+
+@pytest.fixture(scope="module")
+def client(captioner):
+  app = serve.make_app(captioner, batch_sizes=SIZES, max_upload_mb=1)
+  with TestClient(app) as c:
+    yield c
+
+
+@pytest.fixture(scope="module")
+def server(captioner):
+  with serve.running(serve.make_app(captioner, batch_sizes=SIZES)) as url:
+    yield url
+
+
+def post_file(client, data, name="a.png", **fields):
+  return client.post("/caption", files={"image": (name, data, "image/png")}, data=fields)
+
+
+def test_caption_matches_the_model_called_directly(client, captioner, examples):
+  for path, data, expected in examples:
+    answer = post_file(client, data, os.path.basename(path))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["caption"] == expected and body["name"] == os.path.basename(path)
+    assert " ".join(body["words"]) == body["caption"]
+    attention = np.array(body["attention"])
+    assert body["grid"] == [5, 5] and attention.shape == (len(body["words"]), 25)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-3)  # softmax rows
+    assert body["decoding"] == {"method": "greedy"}
+  # The attention is the model's own, not any (B, L, P) array.
+  image = image_io.load_image(examples[0][0], captioner.image_size)
+  _, words, attention = captioner.caption(image[None], jax.random.key(0), greedy=True)
+  answer = post_file(client, examples[0][1]).json()
+  np.testing.assert_allclose(answer["attention"], attention[0, :len(words[0])], atol=1e-4)
+
+
+def test_several_files_in_order_and_raw_body(client, examples):
+  files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
+           enumerate(examples)]
+  answer = client.post("/caption", files=files)
+  assert answer.status_code == 200, answer.text
+  assert [r["caption"] for r in answer.json()] == [e[2] for e in examples]
+  assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(len(examples))]
+  raw = client.post("/caption", content=examples[1][1], headers={"content-type": "image/png"})
+  assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
+
+
+def test_decoding_options_reach_the_model(client, captioner, examples):
+  # Sampling among the top 1 is greedy; a cold temperature over the whole vocabulary too.
+  for fields in ({"method": "sample", "top_k": "1", "temperature": "1.5", "seed": "3"},
+                 {"method": "sample", "top_k": "0", "temperature": "0.05"}):
+    body = post_file(client, examples[2][1], **fields).json()
+    assert body["caption"] == examples[2][2]
+  assert body["decoding"] == {"method": "sample", "top_k": 0, "temperature": 0.05, "seed": 0}
+  # Hot sampling over the whole vocabulary, in the query string: the seed decides.
+  hot = {"method": "sample", "top_k": "0", "temperature": "10"}
+  seen = {client.post("/caption", params={**hot, "seed": str(s)},
+                      files={"image": ("a.png", examples[2][1])}).json()["caption"]
+          for s in range(4)}
+  assert len(seen) > 1
+  again = {client.post("/caption", params={**hot, "seed": "1"},
+                       files={"image": ("a.png", examples[2][1])}).json()["caption"]
+           for _ in range(2)}
+  assert len(again) == 1
+
+
+def png_header(width, height):
+  """A PNG that claims width x height pixels (no pixel data): a decompression bomb's header."""
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                                  0, 0, 0)) +
+          chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def bad_requests(good_png):
+  """(what, request kwargs, expected status, words the error must contain)."""
+  files = lambda data: {"files": {"image": ("x.png", data, "image/png")}}  # noqa: E731
+  over_limit = os.urandom(1024 * 1024 + 10)
+  return [
+      ("not an image", files(b"hello, I am text"), 400, "not an image"),
+      ("empty file", files(b""), 400, "empty"),
+      ("truncated", files(good_png[:len(good_png) // 2]), 400, "truncated"),
+      # Between Pillow's warning and error limits, and past its error limit.
+      ("bomb (warning)", files(png_header(10_000, 10_000)), 400, "too large"),
+      ("bomb (error)", files(png_header(30_000, 30_000)), 400, "too large"),
+      ("over the upload limit", files(over_limit), 413, "limit"),
+      ("over the limit, no length", {"content": iter([over_limit[:600_000]] * 2),
+                                     "headers": {"content-type": "image/png"}}, 413, "limit"),
+      ("missing field", {"files": {"picture": ("x.png", good_png)}}, 400, "missing field"),
+      ("text instead of a file", {"data": {"image": "x"}}, 400, "must be a file"),
+      ("no body", {}, 400, "missing image"),
+      ("unknown option", {**files(good_png), "data": {"beam": "3"}}, 400, "unknown"),
+      ("unknown method", {**files(good_png), "data": {"method": "nucleus"}}, 400, "method"),
+      ("temperature 0", {**files(good_png), "params": {"temperature": "0"}}, 400,
+       "temperature"),
+      ("temperature nan", {**files(good_png), "data": {"temperature": "nan"}}, 400,
+       "temperature"),
+      ("top_k past the vocabulary", {**files(good_png), "data": {"top_k": "100000"}}, 400,
+       "top_k"),
+      ("top_k not a number", {**files(good_png), "data": {"top_k": "ten"}}, 400,
+       "integer"),
+      ("broken multipart", {"content": b"--xyz\r\nnonsense", "headers": {
+          "content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
+  ]
+
+
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(client, examples):
+  good_png = examples[0][1]
+  for what, kwargs, status, words in bad_requests(good_png):
+    answer = client.post("/caption", **kwargs)
+    assert answer.status_code == status, (what, answer.status_code, answer.text)
+    assert words in answer.json()["error"], (what, answer.json())
+  assert client.get("/caption").status_code == 405
+  assert "error" in client.get("/nothing").json()
+  assert client.get("/health").status_code == 200
+  assert post_file(client, good_png).json()["caption"] == examples[0][2]
+
+
+def test_page_is_self_contained(client):
+  page = client.get("/")
+  assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+  assert "<canvas" in page.text and 'type="file"' in page.text
+  assert "http" not in page.text.replace("http-equiv", "")  # nothing from elsewhere
+
+
+def test_batcher_groups_by_options_and_pads_to_fixed_sizes():
+  calls = []
+
+  def fn(images, options):
+    calls.append((images.shape[0], options))
+    time.sleep(0.05)
+    return [(float(image[0, 0, 0]), options.method) for image in images]
+
+  batcher = serve.Batcher(fn, sizes=(1, 4, 8), max_wait_s=0.05)
+  greedy, sample = serve.Options(), serve.Options(method="sample")
+  try:
+    futures = [batcher.submit(np.full((2, 2, 3), i, np.float32), greedy if i % 3 else sample)
+               for i in range(12)]
+    results = [f.result(timeout=30) for f in futures]
+  finally:
+    batcher.close()
+  assert results == [(float(i), "greedy" if i % 3 else "sample") for i in range(12)]
+  assert sorted(calls, key=str) == sorted([(8, greedy), (4, sample)], key=str)
+  assert sum(batcher.batch_sizes.values()) == 2
+
+
+def test_load_from_16_concurrent_clients(server, examples):
+  """200 requests, 16 at a time, over real sockets: every answer right, batches formed."""
+  def one(i):
+    _, data, expected = examples[i % len(examples)]
+    with httpx.Client(base_url=server, timeout=120) as http:
+      answer = http.post("/caption", files={"image": ("x.png", data, "image/png")})
+    return answer.status_code, answer.json().get("caption"), expected
+
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    results = list(pool.map(one, range(200)))
+  assert [r[0] for r in results] == [200] * 200
+  assert all(caption == expected for _, caption, expected in results)
+  health = httpx.get(server + "/health", timeout=30)
+  assert health.status_code == 200
+  calls = {int(k): v for k, v in health.json()["calls"].items()}
+  assert sum(k * v for k, v in calls.items()) >= 200 and max(calls) > 1  # batched
+
+
+def test_a_stalled_upload_holds_no_one(server, examples):
+  host, port = server.removeprefix("http://").split(":")
+  stalled = socket.create_connection((host, int(port)), timeout=30)
+  try:  # promises 1 MB, sends 100 bytes, then nothing
+    stalled.sendall(b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                    b"Content-Length: 1000000\r\n\r\n" + b"\x89PNG" * 25)
+    start = time.monotonic()
+    answer = httpx.post(server + "/caption", timeout=60,
+                        files={"image": ("x.png", examples[3][1], "image/png")})
+    assert answer.status_code == 200 and answer.json()["caption"] == examples[3][2]
+    assert time.monotonic() - start < 20
+  finally:
+    stalled.close()
+  assert httpx.get(server + "/health", timeout=30).status_code == 200
+
+
+def test_page_in_headless_chromium(server, examples, tmp_path):
+  from selenium import webdriver  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
+
+  options = webdriver.ChromeOptions()
+  options.binary_location = shutil.which("chromium")
+  for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+               "--window-size=1000,620"):
+    options.add_argument(flag)
+  # Debian's chromedriver: Selenium Manager never downloads a browser or a driver.
+  service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+  driver = webdriver.Chrome(options=options, service=service)
+  try:
+    driver.get(server + "/")
+    path, _, expected = examples[4]
+    driver.find_element(By.ID, "files").send_keys(path)
+    card = WebDriverWait(driver, 60).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, ".card[data-state=done]"))
+    assert card.find_element(By.CLASS_NAME, "caption").text == expected
+    words = card.find_elements(By.CLASS_NAME, "word")
+    assert [w.text for w in words] == expected.split()
+    canvas = card.find_element(By.TAG_NAME, "canvas")
+    pixels = "return arguments[0].toDataURL()"
+    assert canvas.get_attribute("data-word") == "0"  # the first word's attention is drawn
+    with_overlay = driver.execute_script(pixels, canvas)
+    words[0].click()  # clicking the selected word clears the overlay
+    assert canvas.get_attribute("data-word") == "-1"
+    plain = driver.execute_script(pixels, canvas)
+    words[-1].click()
+    last = driver.execute_script(pixels, canvas)
+    assert len({with_overlay, plain, last}) == 3
+    words[0].click()
+    shot = tmp_path / "serve.png"
+    assert driver.save_screenshot(str(shot))
+    if os.environ.get("JAXCAP_SERVE_SCREENSHOT"):
+      shutil.copy(shot, os.environ["JAXCAP_SERVE_SCREENSHOT"])
+  finally:
+    driver.quit()
+  assert PIL.Image.open(io.BytesIO(shot.read_bytes())).size[0] > 500
