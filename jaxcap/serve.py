@@ -13,12 +13,15 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import threading
 import time
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
@@ -29,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from jaxcap import images as image_io
+from jaxcap import generate, images as image_io
 
 BATCH_SIZES = (1, 4, 8, 16, 32)  # compiled at start-up; a batch is padded up to one of them
 MAX_WAIT_MS = 5.0  # how long the first image of a batch waits for company
@@ -86,12 +89,33 @@ def parse_options(fields: dict[str, str], vocab_size: int) -> Options:
   return Options(**values)
 
 
+@functools.partial(jax.jit, static_argnames="feature_fn")
+def _encode(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
+  """images (B, S, S, 3) -> features (B, P, D) float32."""
+  return feature_fn(encoder_params, images).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("start_id", "end_id", "max_length", "greedy",
+                                             "top_k", "temperature"))
+def _decode(params, features: jax.Array, key: jax.Array, **kwargs):
+  return generate.generate(params, features, key, **kwargs)
+
+
 def caption_batch(captioner, images: np.ndarray, options: Options):
-  """images (B, S, S, 3) in [0, 1] -> (captions, words, attention (B, L, P)), one call."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return captioner.caption(images, jax.random.key(options.seed),
-                           greedy=options.method == "greedy", top_k=options.top_k,
-                           temperature=options.temperature)
+  """images (B, S, S, 3) in [0, 1] -> (captions, words, attention (B, L, P)).
+
+  The encoder and the decoding loop compile apart (unlike `Captioner.caption`), so a
+  request with new decoding options compiles only the small decoder loop.
+  """
+  features = _encode(captioner.encoder.features, captioner.encoder_params, images)
+  tokens, attention = _decode(
+      captioner.params, features, jax.random.key(options.seed),
+      start_id=captioner.vocab.start_id, end_id=captioner.vocab.end_id,
+      max_length=captioner.config.model.max_length, greedy=options.method == "greedy",
+      top_k=options.top_k, temperature=options.temperature)
+  tokens = np.asarray(tokens)
+  return ([captioner.vocab.decode(row) for row in tokens],
+          [captioner.vocab.words(row) for row in tokens], np.asarray(attention))
 
 
 def bucket(n: int, sizes: Sequence[int]) -> int:

@@ -52,7 +52,7 @@ def examples(tmp_path_factory, captioner):
   rows = []
   for path, _ in shapes.write_examples(folder, seed=5, start=0, count=6):
     image = image_io.load_image(path, captioner.image_size)
-    captions, _, _ = serve.caption_batch(captioner, image[None], serve.Options())
+    captions, _, _ = captioner.caption(image[None], jax.random.key(0), greedy=True)
     rows.append((str(path), open(path, "rb").read(), captions[0]))
   return rows
 
@@ -164,6 +164,7 @@ def bad_requests(good_png):
   ]
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(client, examples):
   good_png = examples[0][1]
   for what, kwargs, status, words in bad_requests(good_png):
