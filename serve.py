@@ -32,6 +32,9 @@ def parse_args(argv):
                  help="batch sizes compiled at start-up; the largest caps one call")
   p.add_argument("--max_wait_ms", type=float, default=5.0,
                  help="how long an image waits for others to share its call")
+  p.add_argument("--encode_chunk", type=int, default=None,
+                 help="images per encoder pass within a batch (default: 4 on a CPU, where "
+                      "big encoder batches are slower per image; the whole batch elsewhere)")
   p.add_argument("--cache_dir", default=compile_cache.DEFAULT_DIR, help=compile_cache.HELP)
   args = p.parse_args(argv)
   try:
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
   print(f"loaded {args.workdir} (step {captioner.step}); compiling batch sizes "
         f"{args.batch_sizes}, then serving http://{args.host}:{args.port}/", flush=True)
   app = serve.make_app(captioner, batch_sizes=args.batch_sizes, max_wait_ms=args.max_wait_ms,
-                       max_upload_mb=args.max_upload_mb)
+                       max_upload_mb=args.max_upload_mb, encode_chunk=args.encode_chunk)
   uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
   return 0
 

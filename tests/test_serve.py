@@ -14,7 +14,7 @@ import struct
 import time
 import zlib
 
-import httpx
+import httpx2 as httpx
 import jax
 import numpy as np
 import PIL.Image
@@ -195,14 +195,21 @@ def test_batcher_groups_by_options_and_pads_to_fixed_sizes():
   batcher = serve.Batcher(fn, sizes=(1, 4, 8), max_wait_s=0.05)
   greedy, sample = serve.Options(), serve.Options(method="sample")
   try:
-    futures = [batcher.submit(np.full((2, 2, 3), i, np.float32), greedy if i % 3 else sample)
-               for i in range(12)]
+    with batcher.expecting():  # a request on its way: the worker waits for its images
+      futures = [batcher.submit(np.full((2, 2, 3), i, np.float32), greedy if i % 3 else sample)
+                 for i in range(12)]
+      time.sleep(0.01)
     results = [f.result(timeout=30) for f in futures]
+    assert results == [(float(i), "greedy" if i % 3 else "sample") for i in range(12)]
+    assert sorted(calls, key=str) == sorted([(8, greedy), (4, sample)], key=str)
+    assert dict(batcher.batch_sizes) == {8: 1, 4: 1}
+    # Nobody on the way: a lone image waits for no one, however long max_wait_s is.
+    batcher.max_wait_s = 30
+    start = time.monotonic()
+    assert batcher.submit(np.full((2, 2, 3), 7, np.float32), greedy).result(30)[0] == 7.0
+    assert time.monotonic() - start < 10 and calls[-1] == (1, greedy)
   finally:
     batcher.close()
-  assert results == [(float(i), "greedy" if i % 3 else "sample") for i in range(12)]
-  assert sorted(calls, key=str) == sorted([(8, greedy), (4, sample)], key=str)
-  assert sum(batcher.batch_sizes.values()) == 2
 
 
 def test_load_from_16_concurrent_clients(server, examples):
