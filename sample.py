@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from jaxcap import compile_cache
+from jaxcap import cli
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
@@ -34,7 +34,7 @@ def parse_args(argv):
   p.add_argument("--attention", metavar="PNG_OR_DIR", default=None,
                  help="draw each word's attention over the image: a .png path for one "
                       "image, or a folder (one <image name>.png per image)")
-  p.add_argument("--cache_dir", default=compile_cache.DEFAULT_DIR, help=compile_cache.HELP)
+  p.add_argument("--cache_dir", default=cli.CACHE_DIR, help=cli.CACHE_HELP)
   p.add_argument("--json", action="store_true",
                  help='print {"image": path, "caption": text} per line')
   args = p.parse_args(argv)
@@ -64,20 +64,13 @@ def _figure_path(target: str, image_path: str, count: int) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  captioner = cli.load_captioner(args.workdir, args.cache_dir)
+  if captioner is None:
+    return 1
   # Heavy imports after argument parsing, so --help is instant.
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the captions
-  compile_cache.enable(args.cache_dir)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxcap import images as image_io, viz  # pylint: disable=g-import-not-at-top
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
-
-  try:
-    captioner = Captioner(args.workdir)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
 
   failed = False
   loaded: list[tuple[str, np.ndarray]] = []

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from jaxcap import compile_cache
+from jaxcap import cli
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
@@ -35,7 +35,7 @@ def parse_args(argv):
   p.add_argument("--encode_chunk", type=int, default=None,
                  help="images per encoder pass within a batch (default: 4 on a CPU, where "
                       "big encoder batches are slower per image; the whole batch elsewhere)")
-  p.add_argument("--cache_dir", default=compile_cache.DEFAULT_DIR, help=compile_cache.HELP)
+  p.add_argument("--cache_dir", default=cli.CACHE_DIR, help=cli.CACHE_HELP)
   args = p.parse_args(argv)
   try:
     args.batch_sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
@@ -52,18 +52,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.ERROR)  # orbax's notes
-  compile_cache.enable(args.cache_dir)
+  captioner = cli.load_captioner(args.workdir, args.cache_dir)
+  if captioner is None:
+    return 1
   import uvicorn  # pylint: disable=g-import-not-at-top
   from jaxcap import serve  # pylint: disable=g-import-not-at-top
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
-
-  try:
-    captioner = Captioner(args.workdir)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
   print(f"loaded {args.workdir} (step {captioner.step}); compiling batch sizes "
         f"{args.batch_sizes}, then serving http://{args.host}:{args.port}/", flush=True)
   app = serve.make_app(captioner, batch_sizes=args.batch_sizes, max_wait_ms=args.max_wait_ms,
