@@ -322,7 +322,8 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     fields = dict(request.query_params)
     try:
       kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-      if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+      if kind != "multipart/form-data":  # the image itself (curl --data-binary sends it as
+        # application/x-www-form-urlencoded, which cannot carry a file anyway)
         body = await request.body()
         if not body:
           raise _Reject(400, "missing image: send multipart field 'image' or the image "

@@ -99,8 +99,9 @@ def test_several_files_in_order_and_raw_body(client, examples):
   assert answer.status_code == 200, answer.text
   assert [r["caption"] for r in answer.json()] == [e[2] for e in examples]
   assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(len(examples))]
-  raw = client.post("/caption", content=examples[1][1], headers={"content-type": "image/png"})
-  assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
+  for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
+    raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
+    assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
 
 
 def test_decoding_options_reach_the_model(client, captioner, examples):
@@ -147,7 +148,8 @@ def bad_requests(good_png):
       ("over the limit, no length", {"content": iter([over_limit[:600_000]] * 2),
                                      "headers": {"content-type": "image/png"}}, 413, "limit"),
       ("missing field", {"files": {"picture": ("x.png", good_png)}}, 400, "missing field"),
-      ("text instead of a file", {"data": {"image": "x"}}, 400, "must be a file"),
+      ("text instead of a file", {"data": {"image": "x"}, "files": {"other": b"y"}}, 400,
+       "must be a file"),
       ("no body", {}, 400, "missing image"),
       ("unknown option", {**files(good_png), "data": {"beam": "3"}}, 400, "unknown"),
       ("unknown method", {**files(good_png), "data": {"method": "nucleus"}}, 400, "method"),
