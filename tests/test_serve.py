@@ -256,18 +256,23 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
   options = webdriver.ChromeOptions()
   options.binary_location = shutil.which("chromium")
   for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-               "--window-size=1000,620"):
+               "--window-size=1100,760"):
     options.add_argument(flag)
   # Debian's chromedriver: Selenium Manager never downloads a browser or a driver.
   service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
   driver = webdriver.Chrome(options=options, service=service)
   try:
     driver.get(server + "/")
-    path, _, expected = examples[4]
-    driver.find_element(By.ID, "files").send_keys(path)
-    card = WebDriverWait(driver, 60).until(
-        lambda d: d.find_element(By.CSS_SELECTOR, ".card[data-state=done]"))
-    assert card.find_element(By.CLASS_NAME, "caption").text == expected
+    chosen = {os.path.basename(path): caption for path, _, caption in examples[3:6]}
+    driver.find_element(By.ID, "files").send_keys("\n".join(e[0] for e in examples[3:6]))
+    cards = WebDriverWait(driver, 60).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-state=done]")) == 3 and
+        d.find_elements(By.CSS_SELECTOR, ".card"))
+    shown = {c.find_element(By.CLASS_NAME, "name").text:
+             c.find_element(By.CLASS_NAME, "caption").text for c in cards}
+    assert shown == chosen
+    card = cards[0]
+    expected = chosen[card.find_element(By.CLASS_NAME, "name").text]
     words = card.find_elements(By.CLASS_NAME, "word")
     assert [w.text for w in words] == expected.split()
     canvas = card.find_element(By.TAG_NAME, "canvas")
@@ -281,6 +286,7 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
     last = driver.execute_script(pixels, canvas)
     assert len({with_overlay, plain, last}) == 3
     words[0].click()
+    driver.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "serve.png"
     assert driver.save_screenshot(str(shot))
     if os.environ.get("JAXCAP_SERVE_SCREENSHOT"):
