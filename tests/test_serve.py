@@ -285,7 +285,9 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
     words[-1].click()
     last = driver.execute_script(pixels, canvas)
     assert len({with_overlay, plain, last}) == 3
-    words[0].click()
+    for c in cards:  # for the screenshot: each card shows its second word's attention
+      c.find_elements(By.CLASS_NAME, "word")[1].click()
+    assert canvas.get_attribute("data-word") == "1"
     driver.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "serve.png"
     assert driver.save_screenshot(str(shot))
