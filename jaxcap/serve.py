@@ -89,15 +89,9 @@ def parse_options(fields: dict[str, str], vocab_size: int) -> Options:
   return Options(**values)
 
 
-@functools.partial(jax.jit, static_argnames=("feature_fn", "chunk"))
-def _encode(feature_fn, encoder_params, images: jax.Array, chunk: int = 0) -> jax.Array:
-  """images (B, S, S, 3) -> features (B, P, D) float32, `chunk` images at a time if B > chunk
-  > 0 and chunk divides B (one compiled call all the same)."""
-  batch = images.shape[0]
-  if 0 < chunk < batch and batch % chunk == 0:
-    chunks = images.reshape((batch // chunk, chunk) + images.shape[1:])
-    features = jax.lax.map(lambda x: feature_fn(encoder_params, x), chunks)
-    return features.reshape((batch,) + features.shape[2:]).astype(jnp.float32)
+@functools.partial(jax.jit, static_argnames="feature_fn")
+def _encode(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
+  """images (B, S, S, 3) -> features (B, P, D) float32."""
   return feature_fn(encoder_params, images).astype(jnp.float32)
 
 
@@ -107,31 +101,49 @@ def _decode(params, features: jax.Array, key: jax.Array, **kwargs):
   return generate.generate(params, features, key, **kwargs)
 
 
-def caption_batch(captioner, images: np.ndarray, options: Options, encode_chunk: int = 0):
+def caption_batch(captioner, images: np.ndarray, options: Options,
+                  sizes: Sequence[int] = (), encode_chunk: int = 0):
   """images (B, S, S, 3) in [0, 1] -> (captions, words, attention (B, L, P)).
 
-  The encoder and the decoding loop compile apart (unlike `Captioner.caption`), so a
-  request with new decoding options compiles only the small decoder loop. `encode_chunk`:
-  see `default_encode_chunk`.
+  The decoding loop runs on the batch padded up to the next of `sizes` (none: as it is).
+  The encoder runs on the same padded batch, or with `encode_chunk` > 0 on chunks of that
+  many real images (a short last chunk padded to a power of two); see
+  `default_encode_chunk`. The encoder and the decoding loop compile apart (unlike
+  `Captioner.caption`), so new decoding options compile only the small decoding loop.
   """
-  features = _encode(captioner.encoder.features, captioner.encoder_params, images,
-                     encode_chunk)
+  count = images.shape[0]
+  size = bucket(count, sizes) if sizes else count
+  encode = functools.partial(_encode, captioner.encoder.features, captioner.encoder_params)
+  if encode_chunk:
+    chunk_sizes = [2**i for i in range(encode_chunk.bit_length()) if 2**i < encode_chunk]
+    parts = [images[i:i + encode_chunk] for i in range(0, count, encode_chunk)]
+    features = np.concatenate([
+        np.asarray(encode(_pad(part, bucket(len(part), chunk_sizes + [encode_chunk]))))[
+            :len(part)] for part in parts])
+    features = _pad(features, size)
+  else:
+    features = encode(_pad(images, size))
   tokens, attention = _decode(
       captioner.params, features, jax.random.key(options.seed),
       start_id=captioner.vocab.start_id, end_id=captioner.vocab.end_id,
       max_length=captioner.config.model.max_length, greedy=options.method == "greedy",
       top_k=options.top_k, temperature=options.temperature)
-  tokens = np.asarray(tokens)
+  tokens = np.asarray(tokens)[:count]
   return ([captioner.vocab.decode(row) for row in tokens],
-          [captioner.vocab.words(row) for row in tokens], np.asarray(attention))
+          [captioner.vocab.words(row) for row in tokens], np.asarray(attention)[:count])
+
+
+def _pad(rows: np.ndarray, size: int) -> np.ndarray:
+  """rows (n, ...) -> (size, ...), the last row repeated (n <= size)."""
+  return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
 
 
 def default_encode_chunk() -> int:
   """Images per encoder pass inside a batch: 4 on a CPU, the whole batch (0) elsewhere.
 
   On a CPU, MobileNetV2 at 160 px costs 2-4x more per image in batches of 8-16 than in
-  batches of 2-4 (the activations outgrow the caches; measured on a 2-core EPYC), while the
-  decoding loop gains from the whole batch.
+  batches of 2-4 (the activations outgrow the caches; measured on a 2-core EPYC), and
+  chunks waste at most 3 padded images, while the decoding loop gains from the whole batch.
   """
   return 4 if jax.default_backend() == "cpu" else 0
 
@@ -155,9 +167,9 @@ class Batcher:
   One worker thread takes the oldest waiting image and, while requests announced with
   `expecting()` are still on their way (uploading, decoding), waits up to `max_wait_s` from
   its arrival for more images with the same options (images with other options wait for a
-  later call); a lone request waits for nobody. It pads the batch up to the next of `sizes`
-  by repeating its last image and answers each image's future with its row. While a call
-  runs, new images queue, so the next batch is larger.
+  later call); a lone request waits for nobody. It calls `fn` with at most `sizes[-1]`
+  images (`fn` pads them to a compiled size) and answers each image's future with its row.
+  While a call runs, new images queue, so the next batch is larger.
   """
 
   def __init__(self, fn: Callable, sizes: Sequence[int] = BATCH_SIZES,
@@ -167,7 +179,7 @@ class Batcher:
     self._cond = threading.Condition()
     self._closed = False
     self._incoming = 0  # requests inside expecting()
-    self.batch_sizes = collections.Counter()  # images per call (before padding) -> calls
+    self.batch_sizes = collections.Counter()  # images per call -> calls
     self._thread = threading.Thread(target=self._run, name="jaxcap-batcher", daemon=True)
     self._thread.start()
 
@@ -231,8 +243,6 @@ class Batcher:
       if not batch:
         continue
       images = np.stack([item.image for item in batch])
-      size = bucket(len(batch), self.sizes)
-      images = np.concatenate([images, np.repeat(images[-1:], size - len(batch), axis=0)])
       self.batch_sizes[len(batch)] += 1
       try:
         rows = self.fn(images, batch[0].options)
@@ -244,9 +254,10 @@ class Batcher:
         item.future.set_result(row)
 
 
-def _rows(captioner, images: np.ndarray, options: Options, encode_chunk: int) -> list[dict]:
+def _rows(captioner, images: np.ndarray, options: Options, sizes: Sequence[int],
+          encode_chunk: int) -> list[dict]:
   """One JSON-ready answer per image: caption, words, per-word attention over the grid."""
-  captions, words, attention = caption_batch(captioner, images, options, encode_chunk)
+  captions, words, attention = caption_batch(captioner, images, options, sizes, encode_chunk)
   positions = attention.shape[-1]
   side = int(round(math.sqrt(positions)))
   grid = [side, side] if side * side == positions else [1, positions]
@@ -376,8 +387,10 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
   @contextlib.asynccontextmanager
   async def lifespan(app: Starlette):
     # The batcher lives as long as the server; requests before start-up ends would fail.
-    batcher = Batcher(lambda images, options: _rows(captioner, images, options, encode_chunk),
-                      batch_sizes, max_wait_ms / 1000)
+    sizes = tuple(sorted(batch_sizes))
+    batcher = Batcher(
+        lambda images, options: _rows(captioner, images, options, sizes, encode_chunk), sizes,
+        max_wait_ms / 1000)
     try:
       if warm:
         await run_in_threadpool(batcher.warm, (size, size, 3))

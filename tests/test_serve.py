@@ -92,6 +92,19 @@ def test_caption_matches_the_model_called_directly(client, captioner, examples):
   np.testing.assert_allclose(answer["attention"], attention[0, :len(words[0])], atol=1e-4)
 
 
+def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples):
+  images = np.stack([image_io.load_image(e[0], captioner.image_size) for e in examples[:5]])
+  reference = [captioner.caption(image[None], jax.random.key(0), greedy=True)
+               for image in images]
+  for chunk in (4, 0):  # 5 images: encoder chunks of 4 + 1 (padded to 1), or all padded to 8
+    captions, words, attention = serve.caption_batch(captioner, images, serve.Options(),
+                                                     (1, 4, 8), encode_chunk=chunk)
+    assert captions == [r[0][0] for r in reference] == [e[2] for e in examples[:5]]
+    assert words == [r[1][0] for r in reference] and attention.shape[0] == 5
+    np.testing.assert_allclose(attention, np.concatenate([r[2] for r in reference]),
+                               atol=1e-5)
+
+
 def test_several_files_in_order_and_raw_body(client, examples):
   files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
            enumerate(examples)]
@@ -186,7 +199,7 @@ def test_page_is_self_contained(client):
   assert "http" not in page.text.replace("http-equiv", "")  # nothing from elsewhere
 
 
-def test_batcher_groups_by_options_and_pads_to_fixed_sizes():
+def test_batcher_groups_by_options_up_to_the_largest_size():
   calls = []
 
   def fn(images, options):
@@ -199,12 +212,12 @@ def test_batcher_groups_by_options_and_pads_to_fixed_sizes():
   try:
     with batcher.expecting():  # a request on its way: the worker waits for its images
       futures = [batcher.submit(np.full((2, 2, 3), i, np.float32), greedy if i % 3 else sample)
-                 for i in range(12)]
+                 for i in range(11)]
       time.sleep(0.01)
     results = [f.result(timeout=30) for f in futures]
-    assert results == [(float(i), "greedy" if i % 3 else "sample") for i in range(12)]
-    assert sorted(calls, key=str) == sorted([(8, greedy), (4, sample)], key=str)
-    assert dict(batcher.batch_sizes) == {8: 1, 4: 1}
+    assert results == [(float(i), "greedy" if i % 3 else "sample") for i in range(11)]
+    assert sorted(calls, key=str) == sorted([(7, greedy), (4, sample)], key=str)
+    assert dict(batcher.batch_sizes) == {7: 1, 4: 1}
     # Nobody on the way: a lone image waits for no one, however long max_wait_s is.
     batcher.max_wait_s = 30
     start = time.monotonic()
