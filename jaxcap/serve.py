@@ -115,10 +115,9 @@ def caption_batch(captioner, images: np.ndarray, options: Options,
   size = bucket(count, sizes) if sizes else count
   encode = functools.partial(_encode, captioner.encoder.features, captioner.encoder_params)
   if encode_chunk:
-    chunk_sizes = [2**i for i in range(encode_chunk.bit_length()) if 2**i < encode_chunk]
     parts = [images[i:i + encode_chunk] for i in range(0, count, encode_chunk)]
     features = np.concatenate([
-        np.asarray(encode(_pad(part, bucket(len(part), chunk_sizes + [encode_chunk]))))[
+        np.asarray(encode(_pad(part, bucket(len(part), chunk_sizes(encode_chunk)))))[
             :len(part)] for part in parts])
     features = _pad(features, size)
   else:
@@ -131,6 +130,12 @@ def caption_batch(captioner, images: np.ndarray, options: Options,
   tokens = np.asarray(tokens)[:count]
   return ([captioner.vocab.decode(row) for row in tokens],
           [captioner.vocab.words(row) for row in tokens], np.asarray(attention)[:count])
+
+
+def chunk_sizes(encode_chunk: int) -> list[int]:
+  """The encoder batch sizes `caption_batch` uses with this chunk: 1, 2, 4, ..., the chunk."""
+  return [2**i for i in range(encode_chunk.bit_length()) if 2**i < encode_chunk] + [
+      encode_chunk]
 
 
 def _pad(rows: np.ndarray, size: int) -> np.ndarray:
@@ -204,10 +209,12 @@ class Batcher:
         self._incoming -= 1
         self._cond.notify()
 
-  def warm(self, image_shape: tuple[int, ...], options: Options = Options()):
-    """Compiles `fn` for every batch size now (the first request would pay otherwise)."""
-    for size in self.sizes:
-      self.fn(np.zeros((size,) + tuple(image_shape), np.float32), options)
+  def warm(self, image_shape: tuple[int, ...], counts: Sequence[int] = (),
+           options: Options = Options()):
+    """Calls `fn` now on each of `counts` images (default: `sizes`), so what it compiles
+    is compiled before the first request comes."""
+    for count in counts or self.sizes:
+      self.fn(np.zeros((count,) + tuple(image_shape), np.float32), options)
 
   def close(self):
     with self._cond:
@@ -392,8 +399,9 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         lambda images, options: _rows(captioner, images, options, sizes, encode_chunk), sizes,
         max_wait_ms / 1000)
     try:
-      if warm:
-        await run_in_threadpool(batcher.warm, (size, size, 3))
+      if warm:  # every decoding batch size and every encoder chunk size
+        counts = sorted(set(sizes) | set(chunk_sizes(encode_chunk) if encode_chunk else ()))
+        await run_in_threadpool(batcher.warm, (size, size, 3), counts)
       app.state.batcher = batcher
       yield
     finally:

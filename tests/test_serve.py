@@ -106,12 +106,15 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
-  files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
-           enumerate(examples)]
-  answer = client.post("/caption", files=files)
-  assert answer.status_code == 200, answer.text
-  assert [r["caption"] for r in answer.json()] == [e[2] for e in examples]
-  assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(len(examples))]
+  compiled = serve._encode._cache_size(), serve._decode._cache_size()
+  for count in (2, 3, len(examples)):  # start-up compiled every shape these need
+    files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
+             enumerate(examples[:count])]
+    answer = client.post("/caption", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
+    assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
+  assert (serve._encode._cache_size(), serve._decode._cache_size()) == compiled
   for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
     raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
     assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
