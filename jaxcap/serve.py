@@ -400,7 +400,8 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         max_wait_ms / 1000)
     try:
       if warm:  # every decoding batch size and every encoder chunk size
-        counts = sorted(set(sizes) | set(chunk_sizes(encode_chunk) if encode_chunk else ()))
+        chunks = chunk_sizes(encode_chunk) if encode_chunk else []
+        counts = sorted(set(sizes) | {c for c in chunks if c <= sizes[-1]})
         await run_in_threadpool(batcher.warm, (size, size, 3), counts)
       app.state.batcher = batcher
       yield
