@@ -5,7 +5,9 @@ Two servers of the same workdir run as subprocesses on 127.0.0.1: serve.py as sh
 (every image its own compiled call). For 1, 8 and 32 concurrent clients (asyncio tasks, each
 with its own keep-alive connection, each posting shapes PNGs one after another), both servers
 get the same bounded number of requests, in alternating rounds, so load from other processes
-on a shared machine hits both alike. Greedy decoding; every answer must be 200.
+on a shared machine hits both alike. Greedy decoding; every answer must be 200. Then, in
+this process without HTTP, the model call alone (`serve.caption_batch`) per image at batch
+1 and 16, with the encoder on chunks of 4 (the CPU default) and on the whole batch.
 
     python bench/serve.py --workdir workdirs/quickstart [--quick]
 
@@ -112,6 +114,22 @@ def measure(urls: dict, images: list[bytes], clients: int, requests: int, rounds
   return results
 
 
+def model_costs(workdir: str, images: list[bytes], quick: bool) -> dict:
+  """Milliseconds per image of the model call alone, timed in alternating rounds."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxcap import images as image_io, serve  # pylint: disable=g-import-not-at-top
+  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
+  captioner = Captioner(workdir)
+  batch = np.stack([image_io.resize(image_io.decode_rgb(data), captioner.image_size)
+                    for data in images[:16]])
+  cases = {"batch 1": (1, 4), "batch 16, encoder on chunks of 4": (16, 4),
+           "batch 16, encoder on all 16": (16, 0)}
+  programs = {name: (lambda n=n, c=c: serve.caption_batch(
+      captioner, batch[:n], serve.Options(), (1, 16), c)[2]) for name, (n, c) in cases.items()}
+  seconds = common.interleaved(programs, repeat=5 if quick else 20)
+  return {name: 1000 * seconds[name] / cases[name][0] for name in cases}
+
+
 def table(rows: list[dict]) -> str:
   lines = ["| clients | batched: captions/s | p50 | p99 | images per call | "
            "one image per call: captions/s | p50 | p99 | speed-up |",
@@ -157,19 +175,21 @@ def main(argv=None) -> int:
       for proc in procs:
         proc.terminate()
         proc.wait(60)
+  costs = model_costs(args.workdir, images, args.quick)
   others = load.others()
   header = (f"Machine: {common.machine()}. Command: `python bench/serve.py --workdir "
             f"{args.workdir}{' --quick' if args.quick else ''}` "
             f"({time.perf_counter() - started:.0f} s, model step {health['step']}, "
             f"{health['image_size']} px images, greedy). Other processes used "
             f"{'?' if others is None else f'{others:.0%}'} of the machine's CPU during the run.")
-  text = header + "\n\n" + table(rows) + "\n"
+  text = (header + "\n\n" + table(rows) + "\n\nThe model call alone (no HTTP), per image: " +
+          "; ".join(f"{name} {ms:.1f} ms" for name, ms in costs.items()) + ".\n")
   print("\n" + text)
   with open(os.path.join(args.out, "serve.md"), "w") as f:
     f.write(text)
   with open(os.path.join(args.out, "serve.json"), "w") as f:
     json.dump({"machine": common.machine(), "others_cpu": others, "quick": args.quick,
-               "rows": rows}, f, indent=1)
+               "rows": rows, "model_ms_per_image": costs}, f, indent=1)
   return 0
 
 
