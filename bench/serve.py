@@ -114,18 +114,18 @@ def measure(urls: dict, images: list[bytes], clients: int, requests: int, rounds
   return results
 
 
-def model_costs(workdir: str, images: list[bytes], quick: bool) -> dict:
+def model_costs(workdir: str, paths: list[str], quick: bool) -> dict:
   """Milliseconds per image of the model call alone, timed in alternating rounds."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import images as image_io, serve  # pylint: disable=g-import-not-at-top
+  from jaxcap import serve  # pylint: disable=g-import-not-at-top
+  from jaxcap.decode_options import DecodeOptions  # pylint: disable=g-import-not-at-top
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
   captioner = Captioner(workdir)
-  batch = np.stack([image_io.resize(image_io.decode_rgb(data), captioner.image_size)
-                    for data in images[:16]])
+  batch = np.stack([captioner.load_image(path) for path in paths[:16]])
   cases = {"batch 1": (1, 4), "batch 16, encoder on chunks of 4": (16, 4),
            "batch 16, encoder on all 16": (16, 0)}
   programs = {name: (lambda n=n, c=c: serve.caption_batch(
-      captioner, batch[:n], serve.Options(), (1, 16), c)[2]) for name, (n, c) in cases.items()}
+      captioner, batch[:n], DecodeOptions(), (1, 16), c)[2]) for name, (n, c) in cases.items()}
   seconds = common.interleaved(programs, repeat=5 if quick else 20)
   return {name: 1000 * seconds[name] / cases[name][0] for name in cases}
 
@@ -152,8 +152,8 @@ def main(argv=None) -> int:
                  help="folder for serve.md and serve.json")
   args = p.parse_args(argv)
   folder = tempfile.mkdtemp(prefix="jaxcap_bench_serve_")
-  images = [open(path, "rb").read()
-            for path, _ in shapes.write_examples(folder, seed=7, start=0, count=32)]
+  paths = [str(path) for path, _ in shapes.write_examples(folder, seed=7, start=0, count=32)]
+  images = [open(path, "rb").read() for path in paths]
   load = common.CpuLoad()
   started = time.perf_counter()
   procs, urls = [], {}
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
       for proc in procs:
         proc.terminate()
         proc.wait(60)
-  costs = model_costs(args.workdir, images, args.quick)
+  costs = model_costs(args.workdir, paths, args.quick)
   others = load.others()
   header = (f"Machine: {common.machine()}. Command: `python bench/serve.py --workdir "
             f"{args.workdir}{' --quick' if args.quick else ''}` "

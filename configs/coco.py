@@ -37,8 +37,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.name = "inception_resnet_v2"
   config.encoder.weights = ""  # "" = $JAXCAP_WEIGHTS_DIR or ~/.keras/models
   config.encoder.image_size = 299  # bilinear resize, aspect not kept, pixels / 255 in [0, 1]
+  # The seed's tf.image.resize (bilinear, no antialiasing), pixel for pixel; Pillow's
+  # antialiased resize ("pil_bilinear") feeds the encoder different pixels.
+  config.encoder.resize = "tf_bilinear"
   config.encoder.batch_size = 32
 
+  config.model.decoder = "gru"  # the seed's; see quickstart.py for the others
   config.model.units = 512
   config.model.vocab_size = 20000
   config.model.max_length = 64
@@ -60,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 500
   config.train.keep_checkpoints = 3
 
-  config.sample.greedy = False
-  config.sample.top_k = 10
-  config.sample.temperature = 1.0
+  config.decoding.method = "sample"  # the seed: top-10 sampling at temperature 1
+  config.decoding.top_k = 10
+  config.decoding.temperature = 1.0
   return config

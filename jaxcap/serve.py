@@ -32,7 +32,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from jaxcap import generate, images as image_io
+from jaxcap import decoding, encoders, images as image_io
+from jaxcap.decode_options import METHODS, DecodeOptions
 
 BATCH_SIZES = (1, 4, 8, 16, 32)  # compiled at start-up; a batch is padded up to one of them
 MAX_WAIT_MS = 5.0  # how long the first image of a batch waits for company
@@ -40,31 +41,25 @@ MAX_IMAGES_PER_REQUEST = 64
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.html")
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-  """How to pick words; the fields (and names) of `jaxcap.decoding.DecodeOptions`."""
-  method: str = "greedy"  # "greedy" | "sample" | "beam"
-  top_k: int = 10  # sample among the k most likely words (0: the whole vocabulary)
-  temperature: float = 1.0
-  beam_size: int = 3
-  alpha: float = 0.0  # beam length penalty exponent
-  seed: int = 0
-
-  def describe(self) -> dict:
-    """The fields that matter for this method (the `decoding` of each answer)."""
-    keep = {"greedy": (), "sample": ("top_k", "temperature", "seed"),
-            "beam": ("beam_size", "alpha")}[self.method]
-    return {"method": self.method, **{k: getattr(self, k) for k in keep}}
-
-
-METHODS = ("greedy", "sample")  # beam joins when the decoding API gives it attention
+# Server-side bounds on top of DecodeOptions' own checks (None: the vocabulary size), so that
+# one request cannot ask for a vast beam.
 LIMITS = {"top_k": (0, None), "temperature": (0.05, 10.0), "beam_size": (1, 16),
-          "alpha": (0.0, 2.0), "seed": (0, 2**31 - 1)}  # None: the vocabulary size
+          "alpha": (0.0, 2.0), "seed": (0, 2**31 - 1)}
+_USED = {"greedy": (), "sample": ("top_k", "temperature", "seed"),
+         "beam": ("beam_size", "alpha")}  # the fields each method reads
 
 
-def parse_options(fields: dict[str, str], vocab_size: int) -> Options:
-  """Text fields (query string or form) -> Options; ValueError naming a bad or unknown one."""
-  types = {f.name: f.type for f in dataclasses.fields(Options)}
+def describe(options: DecodeOptions) -> dict:
+  """The fields that matter for this method (the `decoding` of each answer)."""
+  return {"method": options.method,
+          **{k: getattr(options, k) for k in _USED[options.method]}}
+
+
+def parse_options(fields: dict[str, str], vocab_size: int) -> DecodeOptions:
+  """Text fields (query string or form) -> DecodeOptions; ValueError naming a bad or unknown
+  one. Fields the method does not read keep their defaults, so requests that decode alike
+  share calls and compiled programs."""
+  types = {f.name: f.type for f in dataclasses.fields(DecodeOptions)}
   unknown = sorted(set(fields) - set(types))
   if unknown:
     raise ValueError(f"unknown decoding option {unknown[0]!r} (known: {', '.join(types)})")
@@ -86,7 +81,8 @@ def parse_options(fields: dict[str, str], vocab_size: int) -> Options:
     if not (math.isfinite(value) and low <= value <= high):
       raise ValueError(f"{name} must be in [{low}, {high}], not {text!r}")
     values[name] = value
-  return Options(**values)
+  method = values.get("method", "greedy")
+  return DecodeOptions(method, **{k: v for k, v in values.items() if k in _USED[method]})
 
 
 @functools.partial(jax.jit, static_argnames="feature_fn")
@@ -95,13 +91,7 @@ def _encode(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
   return feature_fn(encoder_params, images).astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("start_id", "end_id", "max_length", "greedy",
-                                             "top_k", "temperature"))
-def _decode(params, features: jax.Array, key: jax.Array, **kwargs):
-  return generate.generate(params, features, key, **kwargs)
-
-
-def caption_batch(captioner, images: np.ndarray, options: Options,
+def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
                   sizes: Sequence[int] = (), encode_chunk: int = 0):
   """images (B, S, S, 3) in [0, 1] -> (captions, words, attention (B, L, P)).
 
@@ -122,11 +112,11 @@ def caption_batch(captioner, images: np.ndarray, options: Options,
     features = _pad(features, size)
   else:
     features = encode(_pad(images, size))
-  tokens, attention = _decode(
-      captioner.params, features, jax.random.key(options.seed),
-      start_id=captioner.vocab.start_id, end_id=captioner.vocab.end_id,
-      max_length=captioner.config.model.max_length, greedy=options.method == "greedy",
-      top_k=options.top_k, temperature=options.temperature)
+  # The seed goes in as the key, not as part of the options (static: one compile each).
+  tokens, attention, _ = decoding.decode_jit(
+      captioner.params, captioner.spec, features, jax.random.key(options.seed),
+      dataclasses.replace(options, seed=0), start_id=captioner.vocab.start_id,
+      end_id=captioner.vocab.end_id, max_length=captioner.config.model.max_length)
   tokens = np.asarray(tokens)[:count]
   return ([captioner.vocab.decode(row) for row in tokens],
           [captioner.vocab.words(row) for row in tokens], np.asarray(attention)[:count])
@@ -161,7 +151,7 @@ def bucket(n: int, sizes: Sequence[int]) -> int:
 @dataclasses.dataclass
 class _Item:
   image: np.ndarray  # (S, S, 3)
-  options: Options
+  options: DecodeOptions
   future: concurrent.futures.Future
   arrived: float
 
@@ -188,7 +178,7 @@ class Batcher:
     self._thread = threading.Thread(target=self._run, name="jaxcap-batcher", daemon=True)
     self._thread.start()
 
-  def submit(self, image: np.ndarray, options: Options) -> concurrent.futures.Future:
+  def submit(self, image: np.ndarray, options: DecodeOptions) -> concurrent.futures.Future:
     future = concurrent.futures.Future()
     with self._cond:
       if self._closed:
@@ -210,7 +200,7 @@ class Batcher:
         self._cond.notify()
 
   def warm(self, image_shape: tuple[int, ...], counts: Sequence[int] = (),
-           options: Options = Options()):
+           options: DecodeOptions = DecodeOptions()):
     """Calls `fn` now on each of `counts` images (default: `sizes`), so what it compiles
     is compiled before the first request comes."""
     for count in counts or self.sizes:
@@ -222,7 +212,7 @@ class Batcher:
       self._cond.notify()
     self._thread.join()
 
-  def _same(self, options: Options) -> list[_Item]:
+  def _same(self, options: DecodeOptions) -> list[_Item]:
     return [item for item in self._pending if item.options == options][:self.sizes[-1]]
 
   def _take(self) -> list[_Item] | None:
@@ -261,7 +251,7 @@ class Batcher:
         item.future.set_result(row)
 
 
-def _rows(captioner, images: np.ndarray, options: Options, sizes: Sequence[int],
+def _rows(captioner, images: np.ndarray, options: DecodeOptions, sizes: Sequence[int],
           encode_chunk: int) -> list[dict]:
   """One JSON-ready answer per image: caption, words, per-word attention over the grid."""
   captions, words, attention = caption_batch(captioner, images, options, sizes, encode_chunk)
@@ -270,7 +260,7 @@ def _rows(captioner, images: np.ndarray, options: Options, sizes: Sequence[int],
   grid = [side, side] if side * side == positions else [1, positions]
   return [{"caption": caption, "words": list(ws),
            "attention": np.round(att[:len(ws)].astype(np.float64), 4).tolist(),
-           "grid": grid, "decoding": options.describe()}
+           "grid": grid, "decoding": describe(options)}
           for caption, ws, att in zip(captions, words, attention)]
 
 
@@ -327,8 +317,10 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
   with open(PAGE, encoding="utf-8") as f:
     page = f.read().replace("{{MAX_UPLOAD_MB}}", f"{max_upload_mb:g}")
 
-  def prepare(data: bytes, name: str) -> np.ndarray:
-    return image_io.resize(image_io.decode_rgb(data, name, max_pixels), size)
+  resize_method = encoders.resize_method(captioner.config.encoder)
+
+  def prepare(data: bytes, name: str) -> np.ndarray:  # as the encoder saw images in training
+    return image_io.resize(image_io.decode_rgb(data, name, max_pixels), size, resize_method)
 
   async def read(request: Request) -> tuple[list[tuple[bytes, str]], dict[str, str]]:
     """The uploaded files [(bytes, name)] and the decoding fields; _Reject if bad."""

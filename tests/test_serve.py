@@ -22,9 +22,9 @@ import pytest
 from starlette.testclient import TestClient
 from test_train import run, train_cmd  # train.py in a subprocess from the repository root
 
-from jaxcap import images as image_io
 from jaxcap import serve
 from jaxcap.data import shapes
+from jaxcap.decode_options import DecodeOptions
 from jaxcap.inference import Captioner
 
 SIZES = (1, 4, 16)  # fewer compiled sizes than the server's default keeps start-up short
@@ -51,8 +51,8 @@ def examples(tmp_path_factory, captioner):
   folder = tmp_path_factory.mktemp("shapes")
   rows = []
   for path, _ in shapes.write_examples(folder, seed=5, start=0, count=6):
-    image = image_io.load_image(path, captioner.image_size)
-    captions, _, _ = captioner.caption(image[None], jax.random.key(0), greedy=True)
+    image = captioner.load_image(path)
+    captions, _, _ = captioner.caption(image[None], jax.random.key(0), DecodeOptions())
     rows.append((str(path), open(path, "rb").read(), captions[0]))
   return rows
 
@@ -86,18 +86,18 @@ def test_caption_matches_the_model_called_directly(client, captioner, examples):
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-3)  # softmax rows
     assert body["decoding"] == {"method": "greedy"}
   # The attention is the model's own, not any (B, L, P) array.
-  image = image_io.load_image(examples[0][0], captioner.image_size)
-  _, words, attention = captioner.caption(image[None], jax.random.key(0), greedy=True)
+  image = captioner.load_image(examples[0][0])
+  _, words, attention = captioner.caption(image[None], jax.random.key(0), DecodeOptions())
   answer = post_file(client, examples[0][1]).json()
   np.testing.assert_allclose(answer["attention"], attention[0, :len(words[0])], atol=1e-4)
 
 
 def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples):
-  images = np.stack([image_io.load_image(e[0], captioner.image_size) for e in examples[:5]])
-  reference = [captioner.caption(image[None], jax.random.key(0), greedy=True)
+  images = np.stack([captioner.load_image(e[0]) for e in examples[:5]])
+  reference = [captioner.caption(image[None], jax.random.key(0), DecodeOptions())
                for image in images]
   for chunk in (4, 0):  # 5 images: encoder chunks of 4 + 1 (padded to 1), or all padded to 8
-    captions, words, attention = serve.caption_batch(captioner, images, serve.Options(),
+    captions, words, attention = serve.caption_batch(captioner, images, DecodeOptions(),
                                                      (1, 4, 8), encode_chunk=chunk)
     assert captions == [r[0][0] for r in reference] == [e[2] for e in examples[:5]]
     assert words == [r[1][0] for r in reference] and attention.shape[0] == 5
@@ -106,7 +106,7 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
-  compiled = serve._encode._cache_size(), serve._decode._cache_size()
+  compiled = serve._encode._cache_size(), serve.decoding.decode_jit._cache_size()
   for count in (2, 3, len(examples)):  # start-up compiled every shape these need
     files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
              enumerate(examples[:count])]
@@ -114,29 +114,38 @@ def test_several_files_in_order_and_raw_body(client, examples):
     assert answer.status_code == 200, answer.text
     assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
     assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
-  assert (serve._encode._cache_size(), serve._decode._cache_size()) == compiled
+  assert (serve._encode._cache_size(), serve.decoding.decode_jit._cache_size()) == compiled
   for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
     raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
     assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
 
 
-def test_decoding_options_reach_the_model(client, captioner, examples):
-  # Sampling among the top 1 is greedy; a cold temperature over the whole vocabulary too.
+def test_decoding_options_reach_the_model(client, examples):
+  data, greedy = examples[2][1], examples[2][2]
+  # Sampling among the top 1 is greedy; a cold temperature over the whole vocabulary too;
+  # so is a beam of width 1.
   for fields in ({"method": "sample", "top_k": "1", "temperature": "1.5", "seed": "3"},
-                 {"method": "sample", "top_k": "0", "temperature": "0.05"}):
-    body = post_file(client, examples[2][1], **fields).json()
-    assert body["caption"] == examples[2][2]
-  assert body["decoding"] == {"method": "sample", "top_k": 0, "temperature": 0.05, "seed": 0}
-  # Hot sampling over the whole vocabulary, in the query string: the seed decides.
+                 {"method": "sample", "top_k": "0", "temperature": "0.05"},
+                 {"method": "beam", "beam_size": "1"}):
+    body = post_file(client, data, **fields).json()
+    assert body["caption"] == greedy, fields
+  assert body["decoding"] == {"method": "beam", "beam_size": 1, "alpha": 0.0}
+  wide = post_file(client, data, method="beam", beam_size="3", alpha="0.5").json()
+  assert wide["decoding"] == {"method": "beam", "beam_size": 3, "alpha": 0.5}
+  assert len(wide["attention"]) == len(wide["words"]) > 0
+  # Hot sampling over the whole vocabulary, in the query string: the seed decides, and a
+  # new seed compiles nothing new; nor do the fields a method does not read.
   hot = {"method": "sample", "top_k": "0", "temperature": "10"}
-  seen = {client.post("/caption", params={**hot, "seed": str(s)},
-                      files={"image": ("a.png", examples[2][1])}).json()["caption"]
-          for s in range(4)}
-  assert len(seen) > 1
-  again = {client.post("/caption", params={**hot, "seed": "1"},
-                       files={"image": ("a.png", examples[2][1])}).json()["caption"]
-           for _ in range(2)}
-  assert len(again) == 1
+  caption = lambda **params: client.post(  # noqa: E731
+      "/caption", params=params, files={"image": ("a.png", data)}).json()["caption"]
+  seen = {caption(**hot, seed="0")}
+  compiled = serve.decoding.decode_jit._cache_size()
+  seen |= {caption(**hot, seed=str(s)) for s in range(1, 5)}
+  assert len(seen) > 1 and {caption(**hot, seed="1") for _ in range(2)} == {caption(**hot,
+                                                                                  seed="1")}
+  answer = post_file(client, data, top_k="5", beam_size="4", seed="9").json()
+  assert answer["decoding"] == {"method": "greedy"} and answer["caption"] == greedy
+  assert serve.decoding.decode_jit._cache_size() == compiled
 
 
 def png_header(width, height):
@@ -177,6 +186,10 @@ def bad_requests(good_png):
        "top_k"),
       ("top_k not a number", {**files(good_png), "data": {"top_k": "ten"}}, 400,
        "integer"),
+      ("beam of 0", {**files(good_png), "data": {"method": "beam", "beam_size": "0"}}, 400,
+       "beam_size"),
+      ("vast beam", {**files(good_png), "data": {"method": "beam", "beam_size": "500"}}, 400,
+       "beam_size"),
       ("broken multipart", {"content": b"--xyz\r\nnonsense", "headers": {
           "content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
   ]
@@ -211,7 +224,7 @@ def test_batcher_groups_by_options_up_to_the_largest_size():
     return [(float(image[0, 0, 0]), options.method) for image in images]
 
   batcher = serve.Batcher(fn, sizes=(1, 4, 8), max_wait_s=0.05)
-  greedy, sample = serve.Options(), serve.Options(method="sample")
+  greedy, sample = DecodeOptions(), DecodeOptions(method="sample")
   try:
     with batcher.expecting():  # a request on its way: the worker waits for its images
       futures = [batcher.submit(np.full((2, 2, 3), i, np.float32), greedy if i % 3 else sample)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from jaxcap import checkpoints, inference
 
@@ -45,6 +46,16 @@ def test_training_writes_checkpoint_logs_and_vocab(trained):
   assert lines[-1]["train_loss"] < lines[0]["train_loss"]
   assert json.loads((trained / "vocab.json").read_text())["tokens"][:2] == ["", "[UNK]"]
   assert checkpoints.Checkpoints(trained, read_only=True).latest_step() == 8
+  # The same scalars in TensorBoard's event files, read by TensorBoard's own reader.
+  events = event_accumulator.EventAccumulator(str(trained))
+  events.Reload()
+  for key in ("train_loss", "learning_rate", "steps_per_sec", "val_loss", "val_bleu4",
+              "val_cider", "val_exact_match"):
+    logged = [l for l in lines if key in l]
+    assert [e.step for e in events.Scalars(key)] == [l["step"] for l in logged], key
+    assert [e.value for e in events.Scalars(key)] == pytest.approx([l[key] for l in logged]), key
+  assert [e.step for e in events.Scalars("val_cider")] == [4, 8]
+  assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
 def test_rerun_resumes_from_latest(trained, tmp_path):
@@ -72,8 +83,9 @@ def test_sample_captions_images_and_reports_bad_ones(trained, tmp_path):
   result = run(["sample.py", "--workdir", str(trained), "--json", "--image"] + paths)
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
-  errors = result.stderr.strip().splitlines()
+  errors = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
   assert len(errors) == 2 and str(bad) in errors[0] and str(missing) in errors[1]
+  assert "decoding: top-10 sampling" in result.stderr  # the config's, said once
   rows = [json.loads(l) for l in result.stdout.strip().splitlines()]
   assert [r["image"] for r in rows] == paths[:2]
   assert all(isinstance(r["caption"], str) for r in rows)
