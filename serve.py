@@ -25,16 +25,17 @@ def parse_args(argv):
   p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="training workdir to load")
   p.add_argument("--host", default="127.0.0.1",
                  help="address to listen on (0.0.0.0 lets other machines in)")
-  p.add_argument("--port", type=int, default=8000)
+  p.add_argument("--port", type=int, default=8000, help="port to listen on")
   p.add_argument("--max_upload_mb", type=float, default=20,
                  help="larger requests get 413 before they are read")
   p.add_argument("--batch_sizes", default="1,4,8,16,32",
                  help="batch sizes compiled at start-up; the largest caps one call")
   p.add_argument("--max_wait_ms", type=float, default=5.0,
-                 help="how long an image waits for others to share its call")
+                 help="how long an image waits for others to share its call (only while "
+                      "other requests are still uploading)")
   p.add_argument("--encode_chunk", type=int, default=None,
-                 help="images per encoder pass within a batch (default: 4 on a CPU, where "
-                      "big encoder batches are slower per image; the whole batch elsewhere)")
+                 help="images per encoder pass within a batch; None: 4 on a CPU (bigger "
+                      "encoder batches cost more per image there), the whole batch elsewhere")
   p.add_argument("--cache_dir", default=cli.CACHE_DIR, help=cli.CACHE_HELP)
   args = p.parse_args(argv)
   try:
@@ -45,6 +46,8 @@ def parse_args(argv):
     p.error("--batch_sizes must be >= 1")
   if args.max_upload_mb <= 0:
     p.error("--max_upload_mb must be > 0")
+  if args.encode_chunk is not None and args.encode_chunk < 0:
+    p.error("--encode_chunk must be >= 0 (0: the whole batch)")
   if args.max_wait_ms < 0:
     p.error("--max_wait_ms must be >= 0")
   return args

@@ -9,8 +9,11 @@ import concurrent.futures
 import io
 import os
 import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
@@ -20,7 +23,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from starlette.testclient import TestClient
-from test_train import run, train_cmd  # train.py in a subprocess from the repository root
+from test_train import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap import serve
 from jaxcap.data import shapes
@@ -275,6 +278,36 @@ def test_a_stalled_upload_holds_no_one(server, examples):
   finally:
     stalled.close()
   assert httpx.get(server + "/health", timeout=30).status_code == 200
+
+
+def test_serve_py_serves_until_stopped(workdir, examples, tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen(
+      [sys.executable, "serve.py", "--workdir", workdir, "--port", str(port), "--batch_sizes",
+       "1,2", "--cache_dir", str(tmp_path / "cache")], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  url = f"http://127.0.0.1:{port}"
+  try:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+      try:
+        if httpx.get(url + "/health", timeout=5).status_code == 200:
+          break
+      except httpx.TransportError:
+        time.sleep(0.2)
+    health = httpx.get(url + "/health", timeout=5).json()
+    assert health["batch_sizes"] == [1, 2] and health["image_size"] == 160
+    answer = httpx.post(url + "/caption", files={"image": ("x.png", examples[0][1])}, timeout=60)
+    assert answer.json()["caption"] == examples[0][2]
+  finally:
+    proc.terminate()
+    output = proc.communicate(timeout=60)[0]
+  # uvicorn shuts down cleanly on SIGTERM, then re-raises it (exit status -15).
+  assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output[-2000:]
+  assert f"serving http://127.0.0.1:{port}/" in output
+  assert "Application shutdown complete" in output
 
 
 def test_page_in_headless_chromium(server, examples, tmp_path):
