@@ -21,6 +21,7 @@ the same split; otherwise the test set would mostly hold recolourings of trainin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -43,6 +44,8 @@ OUT = "/work/data/emoji"
 ZWJ, VS16 = 0x200D, 0xFE0F
 SKIN_TONES = range(0x1F3FB, 0x1F400)
 GENDER_SIGNS = (0x2640, 0x2642)
+REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)
+TAGS = range(0xE0020, 0xE0080)
 PERSON, CHILD, OLDER, CROWN = 0x1F9D1, 0x1F9D2, 0x1F9D3, 0x1FAC5
 # Gendered people -> the neutral form Unicode pairs them with (man -> person, girl -> child,
 # Santa Claus and Mrs. Claus -> mx claus, ...), and the single-code-point pairs and families
@@ -134,24 +137,41 @@ def check_environment(font: str, emoji_test: str) -> None:
                      "Pillow built against the system's raqm needs `apt-get install libraqm0`.")
 
 
-def render(emoji: Emoji, font: ImageFont.FreeTypeFont, size: int, background: str
-           ) -> Image.Image | None:
-  """The emoji centred on a `size` x `size` RGB square, or None if the font lacks it.
-
-  A sequence the font has is one glyph of one em's advance; one it lacks falls apart into
-  several glyphs (or a tofu box plus components), which is wider.
-  """
-  one_glyph = font.getlength("\U0001F600")
-  if font.getlength(emoji.text) > 1.2 * one_glyph:
-    return None
-  left, top, right, bottom = font.getbbox(emoji.text)
+def draw(text: str, font: ImageFont.FreeTypeFont, size: int, background: str) -> Image.Image:
+  """`text` centred on a `size` x `size` RGB square."""
+  left, top, right, bottom = font.getbbox(text)
   side = max(right - left, bottom - top)
   # A square canvas with a small margin, so every emoji keeps its aspect ratio.
   canvas = Image.new("RGB", (side + side // 8,) * 2, background)
   x = (canvas.width - (right - left)) // 2 - left
   y = (canvas.height - (bottom - top)) // 2 - top
-  ImageDraw.Draw(canvas).text((x, y), emoji.text, font=font, embedded_color=True)
+  ImageDraw.Draw(canvas).text((x, y), text, font=font, embedded_color=True)
   return canvas.resize((size, size), Image.Resampling.LANCZOS)
+
+
+@functools.lru_cache(maxsize=4)
+def _fallback_flags(font: ImageFont.FreeTypeFont, size: int, background: str) -> set[bytes]:
+  # What the font draws for a flag it lacks: no region is "ZZ" and no subdivision "aaa".
+  return {draw(text, font, size, background).tobytes() for text in (
+      "\U0001F1FF\U0001F1FF", "\U0001F3F4\U000E0061\U000E0061\U000E0061\U000E007F")}
+
+
+def render(emoji: Emoji, font: ImageFont.FreeTypeFont, size: int, background: str
+           ) -> Image.Image | None:
+  """The emoji centred on a `size` x `size` RGB square, or None if the font lacks it.
+
+  A sequence the font lacks falls apart into several glyphs (or a tofu box plus
+  components), wider than the one em of a glyph; a flag it lacks is one glyph, Noto's flag
+  with a "?" (a region) or the plain black flag (a subdivision), found by comparing pixels.
+  """
+  if font.getlength(emoji.text) > 1.2 * font.getlength("\U0001F600"):
+    return None
+  image = draw(emoji.text, font, size, background)
+  flag = len(emoji.codepoints) > 1 and (emoji.codepoints[0] in REGIONAL_INDICATORS
+                                        or any(c in TAGS for c in emoji.codepoints))
+  if flag and image.tobytes() in _fallback_flags(font, size, background):
+    return None
+  return image
 
 
 def build(out: str, size: int = 224, font_path: str = FONT, emoji_test: str = EMOJI_TEST,
