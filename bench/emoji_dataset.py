@@ -16,6 +16,15 @@ lower-cases it and drops punctuation). The split (about 85% train, 5% val, 10% t
 stable hash of the emoji's *group*, so all skin-tone and gender variants of one emoji land in
 the same split; otherwise the test set would mostly hold recolourings of training images (see
 `group_key`). Nothing is downloaded; the data never enters the repository.
+
+What the set is like (Debian 12: Noto Color Emoji 2.042, Unicode 15.0): 3,655 images in
+1,679 groups; 3,186 train, 178 val, 291 test images. Faces, people, animals, food, objects,
+symbols and 258 flags, each on white. A few images are identical under different names (the
+flags that territories share with their country, e.g. Norway and Svalbard & Jan Mayen; the
+six skin tones of "snowboarder"; "family" and "family: man, man, boy"). 176 of the 291 test
+captions hold a word that no training caption has ("panda", "sushi", "genie", "argentina"),
+so exact match cannot pass 40% there; BLEU and CIDEr give credit for the words it can know
+("deaf woman: medium skin tone" for "deaf person: medium-dark skin tone").
 """
 
 from __future__ import annotations
@@ -206,7 +215,7 @@ def build(out: str, size: int = 224, font_path: str = FONT, emoji_test: str = EM
       counts[split] += 1
   os.replace(path + ".tmp", path)  # a half-written file never looks like a dataset
   if missing:
-    print(f"skipped {len(missing)} emoji the font does not draw as one glyph: "
+    print(f"skipped {len(missing)} emoji the font lacks (several glyphs or a fallback flag): "
           f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
   return counts
 
