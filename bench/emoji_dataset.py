@@ -23,8 +23,8 @@ symbols and 258 flags, each on white. A few images are identical under different
 flags that territories share with their country, e.g. Norway and Svalbard & Jan Mayen; the
 six skin tones of "snowboarder"; "family" and "family: man, man, boy"). 176 of the 291 test
 captions hold a word that no training caption has ("panda", "sushi", "genie", "argentina"),
-so exact match cannot pass 40% there; BLEU and CIDEr give credit for the words it can know
-("deaf woman: medium skin tone" for "deaf person: medium-dark skin tone").
+so exact match cannot pass 40% there; BLEU and CIDEr give credit for the words a model can
+know ("person", "medium-dark skin tone", "flag").
 """
 
 from __future__ import annotations
