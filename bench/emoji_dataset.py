@@ -34,6 +34,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import sys
 from typing import NamedTuple
 
@@ -197,6 +198,8 @@ def build(out: str, size: int = 224, font_path: str = FONT, emoji_test: str = EM
     raise SystemExit(f"error: no emoji selected from {emoji_test}")
   font = ImageFont.truetype(font_path, STRIKE, layout_engine=ImageFont.Layout.RAQM)
   os.makedirs(os.path.join(out, "images"), exist_ok=True)
+  # configs/emoji.py keeps encoder features here, keyed by image path: stale once redrawn.
+  shutil.rmtree(os.path.join(out, "feature_cache"), ignore_errors=True)
   counts = dict.fromkeys(jsonl.SPLITS, 0)
   missing = []
   path = os.path.join(out, "emoji.jsonl")

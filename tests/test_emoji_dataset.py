@@ -13,6 +13,7 @@ import pytest
 from test_train import run  # a repository script in a subprocess
 
 from bench import emoji_dataset
+from configs import emoji as emoji_config
 from jaxcap.data import jsonl
 
 # Skin-tone and gender variants (18 "gesturing NO", 6 "waving hand", the kisses), ZWJ
@@ -66,6 +67,7 @@ def test_render_refuses_what_the_font_lacks(emoji):
 
 def test_builds_a_jsonl_image_set(emoji, tmp_path):
   out = tmp_path / "emoji"
+  (out / "feature_cache" / "mobilenet_v2_224px").mkdir(parents=True)  # an earlier drawing's
   result = run(["bench/emoji_dataset.py", "--out", str(out), "--size", "64", "--names", NAMES])
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [json.loads(l) for l in (out / "emoji.jsonl").read_text("utf-8").splitlines()]
@@ -75,6 +77,7 @@ def test_builds_a_jsonl_image_set(emoji, tmp_path):
   assert [r["caption"] for r in rows] == [emoji_dataset.caption_of(e) for e in chosen]
   assert "skipped" not in result.stderr
   assert "36 images" in result.stdout
+  assert not (out / "feature_cache").exists()
   by_caption = {r["caption"]: r for r in rows}
   assert by_caption["keycap: number sign"] and by_caption["waving hand: dark skin tone"]
 
@@ -109,3 +112,10 @@ def test_missing_font_names_the_packages(tmp_path):
   assert result.returncode != 0
   assert "apt-get install fonts-noto-color-emoji unicode-data" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_config_reads_the_builders_default_output():
+  config = emoji_config.get_config()
+  assert config.data.path == f"{emoji_dataset.OUT}/emoji.jsonl"
+  assert config.data.cache_dir == f"{emoji_dataset.OUT}/feature_cache"
+  assert config.data.source == "jsonl"
