@@ -119,3 +119,11 @@ def test_config_reads_the_builders_default_output():
   assert config.data.path == f"{emoji_dataset.OUT}/emoji.jsonl"
   assert config.data.cache_dir == f"{emoji_dataset.OUT}/feature_cache"
   assert config.data.source == "jsonl"
+
+
+def test_pillow_without_raqm_says_what_to_install(monkeypatch):
+  monkeypatch.setattr(emoji_dataset.PIL.features, "check", lambda feature: feature != "raqm")
+  with pytest.raises(SystemExit, match="libraqm0"):
+    emoji_dataset.check_environment(emoji_dataset.FONT, emoji_dataset.EMOJI_TEST)
+  monkeypatch.undo()
+  emoji_dataset.check_environment(emoji_dataset.FONT, emoji_dataset.EMOJI_TEST)
