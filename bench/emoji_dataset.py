@@ -1,7 +1,7 @@
 """A real captioned image set from Debian packages: Noto Color Emoji, named by Unicode.
 
     apt-get install fonts-noto-color-emoji unicode-data
-    python bench/emoji_dataset.py [--out /work/data/emoji] [--size 224]
+    python bench/emoji_dataset.py [--out data/emoji] [--size 224]
     python train.py --config configs/emoji.py --workdir DIR
 
 Draws every fully-qualified emoji of Unicode's `emoji-test.txt` (3,655 in Unicode 15.0) with
@@ -49,7 +49,7 @@ FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
 PACKAGES = "fonts-noto-color-emoji unicode-data"
 STRIKE = 109  # the font's only bitmap size; Pillow picks the strike by this pixel size
-OUT = "/work/data/emoji"
+OUT = "data/emoji"
 
 ZWJ, VS16 = 0x200D, 0xFE0F
 SKIN_TONES = range(0x1F3FB, 0x1F400)

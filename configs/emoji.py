@@ -1,6 +1,6 @@
 """Noto Color Emoji named by Unicode (bench/emoji_dataset.py): a real image set built locally.
 
-    python bench/emoji_dataset.py            # draws /work/data/emoji (needs two apt packages)
+    python bench/emoji_dataset.py            # draws data/emoji (needs two apt packages)
     python train.py --config configs/emoji.py --workdir DIR
     python evaluate.py --workdir DIR --split test
 
@@ -14,7 +14,7 @@ import ml_collections
 
 from configs import jsonl
 
-DEFAULT_PATH = "/work/data/emoji/emoji.jsonl"  # bench/emoji_dataset.py's default --out
+DEFAULT_PATH = "data/emoji/emoji.jsonl"  # bench/emoji_dataset.py's default --out
 
 
 def get_config() -> ml_collections.ConfigDict:
