@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-from jaxcap import decode_options, workdir  # no JAX: --help stays instant
+from jaxcap import cli, decode_options  # no JAX: --help stays instant
 
 
 def parse_args(argv):
@@ -25,7 +25,7 @@ def parse_args(argv):
   p.add_argument("--annotations", help="COCO caption annotations JSON (scoring a file)")
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
   p.add_argument("--workdir", help="a trained workdir (captioning a split)")
-  workdir.add_checkpoint_flag(p)
+  cli.add_checkpoint_flag(p)
   p.add_argument("--split", default="val", choices=("val", "test"))
   p.add_argument("--limit", type=int, default=None,
                  help="score only the first N images (N >= 1)")

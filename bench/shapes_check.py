@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcap import decode_options, workdir  # pylint: disable=wrong-import-position
+from jaxcap import cli, decode_options  # pylint: disable=wrong-import-position
 
 SIDE = 300
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--count", type=int, default=100)
-  p.add_argument("--seed", type=int, default=2024, help="the scenes' seed")
-  workdir.add_checkpoint_flag(p)
+  p.add_argument("--scenes_seed", type=int, default=2024, help="the scenes' seed")
+  cli.add_checkpoint_flag(p)
   p.add_argument("--show_errors", action="store_true")
   decode_options.add_flags(p)
   args = p.parse_args(argv)
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
   captioner = inference.Captioner(args.workdir, args.checkpoint)
   default = decode_options.DecodeOptions("greedy")  # exact match is a greedy measure
   options = decode_options.options_from_flags(args, default)
-  rng = np.random.default_rng(args.seed)
+  rng = np.random.default_rng(args.scenes_seed)
   scenes = [draw_scene(rng) for _ in range(args.count)]
   with tempfile.TemporaryDirectory() as folder:  # through files, as sample.py reads them
     paths = [os.path.join(folder, f"{i}.png") for i in range(len(scenes))]

@@ -1,12 +1,7 @@
-"""A training workdir's lock, and the --checkpoint flag of the scripts that load one.
-
-Light on purpose (no JAX import): the command-line scripts use `add_checkpoint_flag` while
-parsing flags.
-"""
+"""The lock that keeps a training workdir to one run at a time."""
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import json
@@ -79,21 +74,3 @@ def _alive_here(record: dict | None) -> bool:
   except PermissionError:
     pass  # someone else's process: it exists
   return True
-
-
-def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
-  """--checkpoint auto|best|latest|STEP; auto (None) is best when there is one, else latest."""
-  parser.add_argument(
-      "--checkpoint", type=_checkpoint_choice, default="auto", metavar="auto|best|latest|STEP",
-      help="which checkpoint to load: best (by validation CIDEr), latest, a step number, or "
-           "auto: best when <workdir>/best has one, else latest")
-
-
-def _checkpoint_choice(text: str) -> str | int | None:
-  if text in ("best", "latest"):
-    return text
-  if text == "auto":
-    return None
-  if text.isdigit():
-    return int(text)
-  raise argparse.ArgumentTypeError(f"{text!r}: use auto, best, latest or a step number")

@@ -1,6 +1,5 @@
-"""The workdir lock (two processes) and the --checkpoint flag."""
+"""The workdir lock: two processes, a killed holder, filesystems without flock."""
 
-import argparse
 import json
 import os
 import signal
@@ -74,14 +73,3 @@ def test_without_flock_a_live_pid_on_this_host_holds_it(tmp_path, monkeypatch):
   (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(
       {"pid": int(gone), "host": socket.gethostname(), "started": "earlier"}))
   workdir.Lock(str(tmp_path)).release()
-
-
-def test_checkpoint_flag():
-  parser = argparse.ArgumentParser()
-  workdir.add_checkpoint_flag(parser)
-  assert parser.parse_args([]).checkpoint is None  # auto
-  for text, value in (("best", "best"), ("latest", "latest"), ("40", 40), ("auto", None)):
-    assert parser.parse_args(["--checkpoint", text]).checkpoint == value
-  for bad in ("newest", "-3", "4.0"):
-    with pytest.raises(SystemExit):
-      parser.parse_args(["--checkpoint", bad])
