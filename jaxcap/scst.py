@@ -12,13 +12,18 @@ batch of candidates is scored without a Python loop over captions or n-grams.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 
-from jaxcap import text
+from jaxcap import decoder, generate, text, training
 
 ORDER = 4  # n-grams of 1..4 words, as the COCO evaluation
 SIGMA = 6.0  # the length penalty's standard deviation
@@ -269,3 +274,155 @@ def scst_loss(log_probs: jax.Array, mask: jax.Array, rewards: jax.Array,
       log_probs.reshape(-1, log_probs.shape[-1]), mask.reshape(-1, mask.shape[-1]),
       (jnp.asarray(rewards) - jnp.asarray(baseline_rewards)).reshape(-1))
   return total / jnp.maximum(count, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Training: sample, reward on the host, one pmap-ped policy-gradient update
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The `train.scst_*` options (see configs/quickstart.py)."""
+  steps: int = 0
+  samples: int = 5
+  baseline: str = "greedy"
+  learning_rate: float = 5e-5
+  temperature: float = 1.0
+  top_k: int = 0
+
+  @classmethod
+  def from_config(cls, train: ml_collections.ConfigDict) -> "Settings":
+    settings = cls(**{f.name: train.get(f"scst_{f.name}", f.default)
+                      for f in dataclasses.fields(cls)})
+    if settings.steps < 0 or settings.samples < 1 or settings.temperature <= 0:
+      raise ValueError(f"train.scst_*: need steps >= 0, samples >= 1, temperature > 0: "
+                       f"{settings}")
+    if settings.baseline not in ("greedy", "mean"):
+      raise ValueError(f"train.scst_baseline must be greedy or mean, not {settings.baseline!r}")
+    if settings.baseline == "mean" and settings.samples < 2:
+      raise ValueError("train.scst_baseline='mean' needs train.scst_samples >= 2")
+    return settings
+
+
+def learning_rate_schedule(schedule, num_steps: int, settings: Settings):
+  """The cross-entropy schedule for `num_steps` steps, then SCST's constant learning rate.
+  One optimizer for both phases keeps the checkpointed state's structure the same."""
+  if not settings.steps:
+    return schedule
+  ce = schedule if callable(schedule) else optax.constant_schedule(schedule)
+  return optax.join_schedules([ce, optax.constant_schedule(settings.learning_rate)],
+                              [num_steps])
+
+
+def image_batch(num_images: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """The images (B,) of SCST step `step`: epochs are fresh permutations, drop remainder."""
+  per_epoch = num_images // batch_size
+  if per_epoch == 0:
+    raise ValueError(f"{num_images} training images are fewer than one batch of {batch_size}")
+  epoch, offset = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, 1 << 20, epoch]).permutation(num_images)
+  return np.sort(order[offset * batch_size:(offset + 1) * batch_size])
+
+
+def _sample(params, features, key, *, settings: Settings, start_id, end_id, max_length):
+  """Per device: S samples per image (b*S, L), image-major, and the greedy captions (b, L)."""
+  repeated = jnp.repeat(features, settings.samples, axis=0)
+  tokens, _ = generate.generate(params, repeated, key, start_id=start_id, end_id=end_id,
+                                max_length=max_length, greedy=False, top_k=settings.top_k,
+                                temperature=settings.temperature)
+  greedy = None
+  if settings.baseline == "greedy":
+    greedy, _ = generate.generate(params, features, key, start_id=start_id, end_id=end_id,
+                                  max_length=max_length, greedy=True)
+  return tokens, greedy
+
+
+def _update(state, features, tokens, advantages, *, optimizer, compute_dtype, settings,
+            start_id, end_id):
+  """Per device: features (b, P, D), sampled tokens (b*S, L), advantages (b*S,)."""
+  repeated = jnp.repeat(features, settings.samples, axis=0).astype(compute_dtype)
+  inputs = jnp.concatenate([jnp.full_like(tokens[:, :1], start_id), tokens[:, :-1]], axis=1)
+  mask = sample_mask(tokens, end_id)
+  count = jnp.maximum(jax.lax.psum(jnp.sum(mask), training.AXIS), 1.0)
+
+  def local_loss(params):
+    params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+    logits, _ = decoder.teacher_forced_logits(params, repeated, inputs)
+    # The policy is what the sampler draws from (before its top-k cut).
+    log_probs = token_log_probs(logits.astype(jnp.float32) / settings.temperature, tokens)
+    total, _ = policy_loss_terms(log_probs, mask, advantages)
+    return total / count  # this device's share of the global token mean
+
+  local, grads = jax.value_and_grad(local_loss)(state.params)
+  grads = jax.lax.psum(grads, training.AXIS)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new_state = training.TrainState(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state)
+  return new_state, jax.lax.psum(local, training.AXIS)
+
+
+class Phase:
+  """The SCST steps that follow cross-entropy training (`train.scst_steps` of them).
+
+  `step(state, step)` takes the replicated TrainState and the global step number and returns
+  (new state, replicated loss (n,)) like the cross-entropy step; `pop_scalars()` gives the
+  mean sample and baseline rewards since the last call. Batches and sampling keys are pure
+  functions of (seed, step), so a resumed run takes the same steps.
+  """
+
+  def __init__(self, config, train_set, vocab: text.Vocabulary, optimizer, rng, *,
+               compute_dtype=jnp.float32, host_share=lambda x: x):
+    self.settings = Settings.from_config(config.train)
+    self.batch_size, self.seed = config.train.batch_size, config.seed
+    self.data, self.host_share = train_set, host_share
+    self.end_id, self.start_id = vocab.end_id, vocab.start_id
+    # One row per image: its first example, and all its references.
+    _, first = np.unique(train_set.image_index, return_index=True)
+    self.rows = first
+    self.reward = CiderD.from_texts([train_set.references[r] for r in first], vocab)
+    self.rng = jax.random.fold_in(rng, 0x5C57)
+    ids = dict(start_id=vocab.start_id, end_id=vocab.end_id)
+    self._sample = jax.pmap(functools.partial(
+        _sample, settings=self.settings, max_length=config.model.max_length, **ids),
+        axis_name=training.AXIS)
+    self._update = jax.pmap(functools.partial(
+        _update, optimizer=optimizer, compute_dtype=compute_dtype, settings=self.settings,
+        **ids), axis_name=training.AXIS, donate_argnums=(0,))
+    self._rewards, self._baselines = [], []
+    self.reward_seconds = 0.0  # host time spent on rewards, for the logs
+
+  def step(self, state, step: int):
+    images = self.host_share(image_batch(len(self.rows), self.batch_size, self.seed, step))
+    features = training.shard(self.data.features_of(self.rows[images]))
+    devices = features.shape[0]
+    keys = jax.random.split(jax.random.fold_in(self.rng, step), devices)
+    tokens, greedy = self._sample(state.params, features, keys)
+    tokens = np.asarray(tokens)  # waits for the sampler
+    start = time.perf_counter()
+    samples = self.settings.samples
+    drop = (text.PAD_ID, self.start_id)
+    rewards = self.reward.score_tokens(np.repeat(images, samples),
+                                       tokens.reshape(-1, tokens.shape[-1]),
+                                       end_id=self.end_id, drop=drop).reshape(-1, samples)
+    greedy_rewards = None
+    if greedy is not None:
+      greedy = np.asarray(greedy)
+      greedy_rewards = self.reward.score_tokens(images, greedy.reshape(-1, greedy.shape[-1]),
+                                                end_id=self.end_id, drop=drop)
+    base = baseline(rewards, self.settings.baseline, greedy_rewards)
+    self.reward_seconds += time.perf_counter() - start
+    self._rewards.append(rewards.mean())
+    self._baselines.append(base.mean())
+    advantages = (rewards - base).astype(np.float32).reshape(devices, -1)
+    return self._update(state, features, tokens, advantages)
+
+  def pop_scalars(self) -> dict:
+    """{"scst_reward": mean sample CIDEr-D, "scst_baseline": mean baseline} since the last
+    call (empty if no SCST step ran)."""
+    if not self._rewards:
+      return {}
+    out = {"scst_reward": float(np.mean(self._rewards)),
+           "scst_baseline": float(np.mean(self._baselines))}
+    self._rewards, self._baselines = [], []
+    return out

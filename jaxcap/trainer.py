@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, text, training
+from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, scst, text, training
 from jaxcap.data import cache, pipeline, sources
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -107,11 +107,12 @@ def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) ->
 
 
 def make_optimizer(config):
-  """Keras-exact Adam with the config's learning-rate schedule."""
-  return training.keras_adam(
-      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
-                                      config.train.num_steps),
-      config.train.b1, config.train.b2, config.train.eps)
+  """Keras-exact Adam with the config's learning-rate schedule (then SCST's, if any)."""
+  schedule = training.learning_rate_schedule(config.train.learning_rate,
+                                             config.train.lr_schedule, config.train.num_steps)
+  schedule = scst.learning_rate_schedule(schedule, config.train.num_steps,
+                                         scst.Settings.from_config(config.train))
+  return training.keras_adam(schedule, config.train.b1, config.train.b2, config.train.eps)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -145,21 +146,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = training.make_train_step(optimizer, dtype)
   eval_step = training.make_eval_step(dtype)
   start = int(state.step)
-  num_steps = config.train.num_steps
+  ce_steps = config.train.num_steps
+  # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
+  num_steps = ce_steps + scst.Settings.from_config(config.train).steps
+  phase = (scst.Phase(config, train_set, vocab, optimizer, rng, compute_dtype=dtype,
+                      host_share=host_share) if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   last = {"step": start}
   if start >= num_steps:
-    print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
+    print(f"already trained to step {start} (train.num_steps + train.scst_steps = "
+          f"{num_steps}); nothing to do")
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
                   dynamic_ncols=True, disable=not primary)
   window_start, window_losses = time.perf_counter(), []
   try:
     for step in range(start, num_steps):
-      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step,
-                                           config.train.length_buckets)
-      feats, tokens = host_share(feats), host_share(tokens)
-      state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      if step < ce_steps:
+        feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed,
+                                             step, config.train.length_buckets)
+        feats, tokens = host_share(feats), host_share(tokens)
+        state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      else:
+        state, loss = phase.step(state, step)
       if window_losses:
         # One step in flight at most: a long queue of un-awaited collectives can deadlock
         # CPU devices, and the host gains nothing from running further ahead.
@@ -171,7 +180,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_loss = float(np.mean([float(l[0]) for l in window_losses]))
         elapsed = time.perf_counter() - window_start
         last = {"step": done, "train_loss": train_loss,
-                "steps_per_sec": len(window_losses) / elapsed}
+                "steps_per_sec": len(window_losses) / elapsed,
+                **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
