@@ -62,6 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Self-critical sequence training (jaxcap/scst.py): after train.num_steps cross-entropy
   # steps, this many steps that follow the CIDEr-D reward of sampled captions (0 = off).
   config.train.scst_steps = 0
+  config.train.scst_batch_size = 0  # images a step; 0: train.batch_size
   config.train.scst_samples = 5  # sampled captions per image
   config.train.scst_baseline = "greedy"  # the greedy caption's reward, or "mean" of the others
   config.train.scst_learning_rate = 5e-5

@@ -284,6 +284,7 @@ def scst_loss(log_probs: jax.Array, mask: jax.Array, rewards: jax.Array,
 class Settings:
   """The `train.scst_*` options (see configs/quickstart.py)."""
   steps: int = 0
+  batch_size: int = 0  # images a step; 0: train.batch_size
   samples: int = 5
   baseline: str = "greedy"
   learning_rate: float = 5e-5
@@ -302,16 +303,6 @@ class Settings:
     if settings.baseline == "mean" and settings.samples < 2:
       raise ValueError("train.scst_baseline='mean' needs train.scst_samples >= 2")
     return settings
-
-
-def learning_rate_schedule(schedule, num_steps: int, settings: Settings):
-  """The cross-entropy schedule for `num_steps` steps, then SCST's constant learning rate.
-  One optimizer for both phases keeps the checkpointed state's structure the same."""
-  if not settings.steps:
-    return schedule
-  ce = schedule if callable(schedule) else optax.constant_schedule(schedule)
-  return optax.join_schedules([ce, optax.constant_schedule(settings.learning_rate)],
-                              [num_steps])
 
 
 def image_batch(num_images: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -371,10 +362,21 @@ class Phase:
   functions of (seed, step), so a resumed run takes the same steps.
   """
 
-  def __init__(self, config, train_set, vocab: text.Vocabulary, optimizer, rng, *,
+  def __init__(self, config, train_set, vocab: text.Vocabulary, rng, *,
                compute_dtype=jnp.float32, host_share=lambda x: x):
     self.settings = Settings.from_config(config.train)
-    self.batch_size, self.seed = config.train.batch_size, config.seed
+    self.batch_size = self.settings.batch_size or config.train.batch_size
+    self.seed, self.first_step = config.seed, config.train.num_steps
+    # Its own Adam, started afresh at the first SCST step: the cross-entropy moments are of
+    # another loss's gradients (and its learning rate may have decayed to 0). Its state must
+    # have the cross-entropy optimizer's structure (checkpoints restore into that), and optax
+    # keeps a state for a scheduled learning rate: hence a constant schedule when that is one.
+    learning_rate = self.settings.learning_rate
+    if config.train.lr_schedule != "constant":
+      learning_rate = optax.constant_schedule(learning_rate)
+    optimizer = training.keras_adam(learning_rate, config.train.b1, config.train.b2,
+                                    config.train.eps)
+    self._init_opt = jax.pmap(optimizer.init)
     self.data, self.host_share = train_set, host_share
     self.end_id, self.start_id = vocab.end_id, vocab.start_id
     # One row per image: its first example, and all its references.
@@ -393,6 +395,8 @@ class Phase:
     self.reward_seconds = 0.0  # host time spent on rewards, for the logs
 
   def step(self, state, step: int):
+    if step == self.first_step:
+      state = state.replace(opt_state=self._init_opt(state.params))
     images = self.host_share(image_batch(len(self.rows), self.batch_size, self.seed, step))
     features = training.shard(self.data.features_of(self.rows[images]))
     devices = features.shape[0]

@@ -107,12 +107,11 @@ def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) ->
 
 
 def make_optimizer(config):
-  """Keras-exact Adam with the config's learning-rate schedule (then SCST's, if any)."""
-  schedule = training.learning_rate_schedule(config.train.learning_rate,
-                                             config.train.lr_schedule, config.train.num_steps)
-  schedule = scst.learning_rate_schedule(schedule, config.train.num_steps,
-                                         scst.Settings.from_config(config.train))
-  return training.keras_adam(schedule, config.train.b1, config.train.b2, config.train.eps)
+  """Keras-exact Adam with the config's learning-rate schedule."""
+  return training.keras_adam(
+      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
+                                      config.train.num_steps),
+      config.train.b1, config.train.b2, config.train.eps)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -149,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ce_steps = config.train.num_steps
   # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
   num_steps = ce_steps + scst.Settings.from_config(config.train).steps
-  phase = (scst.Phase(config, train_set, vocab, optimizer, rng, compute_dtype=dtype,
+  phase = (scst.Phase(config, train_set, vocab, rng, compute_dtype=dtype,
                       host_share=host_share) if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")

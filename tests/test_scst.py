@@ -1,5 +1,7 @@
 """Self-critical sequence training: the CIDEr-D reward against pycocoevalcap, and the loss."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,8 @@ import optax
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
-from jaxcap import scst, text
+from jaxcap import checkpoints, scst, text
+from test_train import run, train_cmd  # train.py in a subprocess on tiny shapes
 
 WORDS = "a dog cat runs on the grass red ball big small near".split()
 
@@ -172,3 +175,23 @@ def test_scst_raises_the_reward_on_a_tiny_problem():
     params = optax.apply_updates(params, updates)
   _, after = sample(params, jax.random.fold_in(key, 10_001))
   assert after.mean() > before.mean() + 2.0, (before.mean(), after.mean())
+
+
+def test_training_continues_with_scst_and_resumes(tmp_path):
+  cmd = lambda *extra: train_cmd(tmp_path, "--config.train.num_steps=4",
+                                            "--config.train.scst_batch_size=8", *extra)
+  result = run(cmd())
+  assert result.returncode == 0, result.stderr[-3000:]
+  # Raising scst_steps on a finished cross-entropy run continues it.
+  result = run(cmd("--config.train.scst_steps=2"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resumed from step 4" in result.stdout
+  result = run(cmd("--config.train.scst_steps=4", "--config.train.scst_baseline=mean"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resumed from step 6" in result.stdout
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == [2, 4, 6, 8]
+  assert "scst_reward" not in lines[1]
+  assert all(0 <= l["scst_reward"] <= 10 and "scst_baseline" in l for l in lines[2:])
+  assert "val_cider" in lines[-1]
+  assert checkpoints.Checkpoints(tmp_path, read_only=True).latest_step() == 8
