@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from jaxcap import decoder, generate, text, training
+from jaxcap.data import pipeline
 
 ORDER = 4  # n-grams of 1..4 words, as the COCO evaluation
 SIGMA = 6.0  # the length penalty's standard deviation
@@ -305,16 +306,6 @@ class Settings:
     return settings
 
 
-def image_batch(num_images: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-  """The images (B,) of SCST step `step`: epochs are fresh permutations, drop remainder."""
-  per_epoch = num_images // batch_size
-  if per_epoch == 0:
-    raise ValueError(f"{num_images} training images are fewer than one batch of {batch_size}")
-  epoch, offset = divmod(step, per_epoch)
-  order = np.random.default_rng([seed, 1 << 20, epoch]).permutation(num_images)
-  return np.sort(order[offset * batch_size:(offset + 1) * batch_size])
-
-
 def _sample(params, features, key, *, settings: Settings, start_id, end_id, max_length):
   """Per device: S samples per image (b*S, L), image-major, and the greedy captions (b, L)."""
   repeated = jnp.repeat(features, settings.samples, axis=0)
@@ -397,7 +388,9 @@ class Phase:
   def step(self, state, step: int):
     if step == self.first_step:
       state = state.replace(opt_state=self._init_opt(state.params))
-    images = self.host_share(image_batch(len(self.rows), self.batch_size, self.seed, step))
+    images = self.host_share(pipeline.batch_rows(
+        len(self.rows), self.batch_size, self.seed, step, "training images",
+        "train.scst_batch_size"))
     features = training.shard(self.data.features_of(self.rows[images]))
     devices = features.shape[0]
     keys = jax.random.split(jax.random.fold_in(self.rng, step), devices)
