@@ -25,7 +25,7 @@ import ml_collections  # pylint: disable=wrong-import-position,g-import-not-at-t
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
 from configs import quickstart  # pylint: disable=wrong-import-position
-from jaxcap import decoder, scst, text, training  # pylint: disable=wrong-import-position
+from jaxcap import decoder, scst, text, trainer, training  # pylint: disable=wrong-import-position
 from jaxcap.data import pipeline, shapes  # pylint: disable=wrong-import-position
 
 IMAGES, POSITIONS, FEATURE_DIM = 12000, 25, 1280
@@ -43,7 +43,7 @@ def setup(baseline: str):
                                    all_captions=False)
   params = decoder.init(jax.random.key(0), vocab_size=len(vocab), units=config.model.units,
                         feature_dim=FEATURE_DIM, positions=POSITIONS)
-  optimizer = training.keras_adam(1e-3)
+  optimizer = trainer.make_optimizer(config)  # the one the SCST state must match
   return config, data, vocab, params, optimizer
 
 
