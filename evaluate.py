@@ -10,10 +10,13 @@ Two uses:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import warnings
+
+from jaxcap import decode_options  # no JAX: --help stays instant
 
 
 def parse_args(argv):
@@ -23,23 +26,25 @@ def parse_args(argv):
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
   p.add_argument("--workdir", help="a trained workdir (captioning a split)")
   p.add_argument("--split", default="val", choices=("val", "test"))
-  p.add_argument("--decoding", default="greedy", choices=("greedy", "beam", "sample"))
-  p.add_argument("--beam_size", type=int, default=3)
-  p.add_argument("--alpha", type=float, default=0.0, help="beam length penalty exponent")
-  p.add_argument("--top_k", type=int, default=10)
-  p.add_argument("--temperature", type=float, default=1.0)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--limit", type=int, default=None, help="score only the first N images")
+  p.add_argument("--limit", type=int, default=None,
+                 help="score only the first N images (N >= 1)")
   p.add_argument("--output", help="where to write the results JSON "
                  "(default: WORKDIR/results_<split>_<decoding>.json)")
   p.add_argument("--no_java", action="store_true",
                  help="use the pure-Python tokenizer and skip METEOR even if java is present")
   p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+  decode_options.add_flags(p)
   args = p.parse_args(argv)
+  try:
+    decode_options.options_from_flags(args, decode_options.DecodeOptions())
+  except ValueError as e:
+    p.error(str(e))
   if bool(args.annotations) != bool(args.results):
     p.error("--annotations and --results go together")
   if bool(args.workdir) == bool(args.annotations):
     p.error("give either --workdir or --annotations/--results")
+  if args.limit is not None and args.limit < 1:
+    p.error(f"--limit must be >= 1 (the number of images to score), not {args.limit}")
   return args
 
 
@@ -79,21 +84,23 @@ def caption_split(args, use_java) -> dict:
   split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
-                           split.load)
+                           split.load, split.files and split.files[:args.limit])
   feature_fn = jax.jit(functools.partial(captioner.encoder.features, captioner.encoder_params))
   features, kept = trainer.encode_split(config, split, feature_fn, args.workdir)
-  decoding = evaluation.Decoding(args.decoding, args.beam_size, args.alpha, args.top_k,
-                                 args.temperature, args.seed)
+  # Scoring defaults to greedy, whatever the config samples with.
+  options = decode_options.options_from_flags(
+      args, dataclasses.replace(captioner.options, method="greedy"))
   data = pipeline.make_caption_set(features, [split.captions[i] for i in kept], captioner.vocab,
                                    config.model.max_length, all_captions=False, image_rows=kept)
-  scores, candidates = evaluation.evaluate(captioner.params, data, captioner.vocab, decoding,
-                                           config.model.max_length, use_java=use_java)
+  scores, candidates = evaluation.evaluate(captioner.params, captioner.spec, data,
+                                           captioner.vocab, options, config.model.max_length,
+                                           use_java=use_java)
   output = args.output or os.path.join(args.workdir,
-                                       f"results_{args.split}_{args.decoding}.json")
+                                       f"results_{args.split}_{options.method}.json")
   with open(output, "w") as f:
     json.dump([{"image_id": split.keys[i], "caption": c} for i, c in zip(kept, candidates)], f,
               indent=1)
-  print(f"{len(candidates)} {args.split} images captioned ({decoding.describe()}); "
+  print(f"{len(candidates)} {args.split} images captioned ({options.describe()}); "
         f"results in {output}", file=sys.stderr)
   return scores
 

@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from jaxcap import decode_options  # no JAX: --help stays instant
+
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
 
@@ -21,13 +23,6 @@ def parse_args(argv):
   p.add_argument("--image", nargs="+", required=True, metavar="PATH",
                  help="image files (any format Pillow reads)")
   p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="training workdir to load")
-  p.add_argument("--greedy", action="store_true",
-                 help="pick the most likely word each step instead of sampling")
-  p.add_argument("--top_k", type=int, default=None,
-                 help="sample among the k most likely words (default: the config's, 10)")
-  p.add_argument("--temperature", type=float, default=None,
-                 help="divide logits by this before sampling (default: the config's, 1.0)")
-  p.add_argument("--seed", type=int, default=0, help="sampling seed")
   p.add_argument("--batch_size", type=int, default=32, help="images per compiled call")
   p.add_argument("--attention", metavar="PNG_OR_DIR", default=None,
                  help="draw each word's attention over the image: a .png path for one "
@@ -38,22 +33,17 @@ def parse_args(argv):
                       "second run with the same shapes skips compiling. '' turns it off")
   p.add_argument("--json", action="store_true",
                  help='print {"image": path, "caption": text} per line')
+  decode_options.add_flags(p)
   args = p.parse_args(argv)
   if args.attention and args.attention.lower().endswith(".png") and len(args.image) > 1:
     p.error("--attention: give a folder, not a .png file, when captioning several images")
-  if args.temperature is not None and args.temperature <= 0:
-    p.error("--temperature must be > 0")
+  try:  # the options' own checks before any model loads (again later over the config's)
+    decode_options.options_from_flags(args, decode_options.DecodeOptions())
+  except ValueError as e:
+    p.error(str(e))
   if args.batch_size < 1:
     p.error("--batch_size must be >= 1")
   return args
-
-
-def _bucket(n: int, cap: int) -> int:
-  """Batch sizes are rounded up to powers of two so few shapes get compiled."""
-  size = 1
-  while size < n:
-    size *= 2
-  return min(size, cap)
 
 
 def _figure_path(target: str, image_path: str, count: int) -> str:
@@ -73,14 +63,16 @@ def main(argv=None) -> int:
     jax.config.update("jax_compilation_cache_dir", os.path.join(args.cache_dir, "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import images as image_io, viz  # pylint: disable=g-import-not-at-top
+  from jaxcap import decoding, images as image_io, viz  # pylint: disable=g-import-not-at-top
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
 
   try:
     captioner = Captioner(args.workdir)
+    options = decode_options.options_from_flags(args, captioner.options)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  print(f"decoding: {options.describe()}", file=sys.stderr)
 
   failed = False
   loaded: list[tuple[str, np.ndarray]] = []
@@ -91,15 +83,13 @@ def main(argv=None) -> int:
       print(f"error: {e}", file=sys.stderr)
       failed = True
 
-  key = jax.random.key(args.seed)
+  key = jax.random.key(options.seed)
   for start in range(0, len(loaded), args.batch_size):
     chunk = loaded[start:start + args.batch_size]
-    batch = np.stack([image for _, image in chunk])
-    size = _bucket(len(chunk), args.batch_size)
-    batch = np.concatenate([batch, np.repeat(batch[-1:], size - len(chunk), axis=0)])
-    captions, words, attention = captioner.caption(
-        batch, jax.random.fold_in(key, start), greedy=args.greedy or None, top_k=args.top_k,
-        temperature=args.temperature)
+    batch = decoding.pad_rows(np.stack([image for _, image in chunk]),
+                              decoding.batch_size_bucket(len(chunk), args.batch_size))
+    captions, words, attention = captioner.caption(batch, jax.random.fold_in(key, start),
+                                                   options)
     for i, ((path, image), caption) in enumerate(zip(chunk, captions)):
       if args.attention:
         viz.save_attention_figure(_figure_path(args.attention, path, len(loaded)), image,

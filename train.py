@@ -4,12 +4,13 @@ Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-runn
 command resumes from the latest checkpoint in `--workdir`.
 """
 
-import logging as std_logging
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap import checkpoints, trainer
+from jaxcap import config_checks, disk, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -22,6 +23,49 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _unknown_override(argv, error: Exception) -> str:
+  """One line for an override of a field the config does not have."""
+  # ml_collections raises AttributeError(KeyError("'name'\nDid you mean ...")) for `name`.
+  cause = error.args[0] if error.args and isinstance(error.args[0], KeyError) else error
+  lines = str(cause.args[0] if cause.args else cause).strip("\"").split("\n")
+  name = lines[0].strip("'")
+  overrides = [a for a in argv if a.startswith("--config.")
+               and name in a[len("--config."):].split("=", 1)[0].split(".")]
+  return (f"{overrides[0] if overrides else f'--config.{name}'}: the config has no such "
+          "field" + "".join(f"; {line}" for line in lines[1:]))
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a missing config file or an unknown override as one line."""
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on "
+          "flags.", file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
+    raise SystemExit(f"error: {_unknown_override(argv, e)}") from None
+  try:
+    FLAGS.config.get("seed")  # the file is loaded lazily; a failure shows on first use
+  except OSError as e:
+    path = FLAGS["config"].config_filename
+    if not os.path.isfile(path):
+      raise SystemExit(f"error: config file not found: {path}") from None
+    raise
+  return rest
+
+
+def _quiet_closed_loop(hook):
+  """After a failed checkpoint write, TensorStore reports each pending write it cannot hand
+  back to orbax's closed event loop as an unraisable exception (dozens of tracebacks); the
+  failure itself is reported once. Others go to `hook` (a `sys.unraisablehook`)."""
+  def unraisablehook(unraisable):
+    if not (unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+  return unraisablehook
 
 
 def init_distributed():
@@ -40,17 +84,24 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # jaxcap's warnings: skipped images, ...
-  # ... but not orbax's notes on every save, which would break up the progress bar.
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.ERROR or "orbax" not in record.pathname)
-  init_distributed()
+  # ... but not orbax's: its notes on every save would break up the progress bar, and a
+  # failed save logs one traceback per background thread before the error reaches us
+  # (and is reported once, below).
+  logging.get_absl_logger().addFilter(lambda record: "orbax" not in record.pathname)
+  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
+    config_checks.validate(FLAGS.config)  # before anything waits on other processes
+    init_distributed()
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (checkpoints.CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:
+    if disk.is_full(e):  # orbax's arrives as a ValueError from TensorStore
+      raise SystemExit(f"error: {disk.describe(e)}") from None
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+      raise
     # Bad data or config (a missing file, a malformed line, too few examples): one line.
     raise SystemExit(f"error: {e}") from None
   print("final:", " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,11 +1,11 @@
 """Captions per second: jaxcap's compiled generation vs the seed's Keras loop vs a Python loop.
 
-(a) jaxcap: `generate.generate` jitted whole (a `lax.while_loop`), tokens copied to the host.
+(a) jaxcap: `decoding.decode` jitted whole (a `lax.while_loop`), tokens copied to the host.
 (b) the seed: its one-step Keras model called once per token from Python, `top_k` then a
     categorical draw, the ids pulled to the host each step (`seed_ref.seed_decode_loop`). On
     Keras's JAX backend in this process, and again on its TensorFlow backend (the runtime the
     seed used) in a subprocess when TensorFlow is installed.
-(c) a Python loop around a jitted jaxcap `decoder.step` + `choose_tokens`, with the same
+(c) a Python loop around a jitted jaxcap `decoders.step` + `choose_tokens`, with the same
     per-token host round trip: what a straight port of the seed's loop would be.
 
 All programs use the same weights (the seed's Keras model, converted with
@@ -31,33 +31,36 @@ import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import decoder, generate, seed_keras  # pylint: disable=wrong-import-position
+from jaxcap import decoders, decoding  # pylint: disable=wrong-import-position
+from tests import seed_keras  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM = 20000, 512, 64, 1536
 START, END, TOP_K = 2, 3, 10
 BATCHES, LENGTHS = (1, 64), (64, 13)
+SPEC = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
+                            positions=POSITIONS, max_length=64)
 
 
 def python_step_loop(params):
   """(c): a Python loop around a jitted one-step decoder and sampler."""
 
   @jax.jit
-  def one(params, grid, tokens, hidden, key, index):
-    logits, hidden, _ = decoder.step(params, grid, tokens, hidden)
-    chosen = generate.choose_tokens(logits, jax.random.fold_in(key, index), greedy=False,
+  def one(params, context, tokens, cache, key, index):
+    logits, cache, _ = decoders.step(params, SPEC, context, cache, tokens, index)
+    chosen = decoding.choose_tokens(logits, jax.random.fold_in(key, index), greedy=False,
                                     top_k=TOP_K, temperature=1.0)
-    return chosen, hidden
+    return chosen, cache
 
-  encode = jax.jit(decoder.encode)
-  initial = jax.jit(decoder.initial_hidden)
+  prepare = jax.jit(lambda p, f: decoders.prepare(p, SPEC, f))
+  initial = jax.jit(lambda p, c: decoders.initial_cache(p, SPEC, c, 64))
 
   def run(features, max_length, key):
-    grid = encode(params, features)
-    hidden = initial(params, grid)
+    context = prepare(params, features)
+    cache = initial(params, context)
     tokens = jnp.full((features.shape[0],), START, jnp.int32)
     out = []
     for i in range(max_length):
-      tokens, hidden = one(params, grid, tokens, hidden, key, i)
+      tokens, cache = one(params, context, tokens, cache, key, i)
       ids = np.asarray(tokens)  # the host looks at every token, as the seed does
       out.append(ids)
       if (ids == END).all():
@@ -114,12 +117,13 @@ def run(quick: bool = False) -> list[dict]:
         keras, encoder_dense, step_model, f, max_length=n, start_id=START, end_id=END)
     seed_loop(2)  # the Keras model's first-call overhead, untimed
     for max_length in LENGTHS:
-      compiled = jax.jit(functools.partial(
-          generate.generate, start_id=START, end_id=END, max_length=max_length, top_k=TOP_K))
+      compiled = functools.partial(
+          decoding.decode_jit, spec=SPEC, options=decoding.DecodeOptions("sample", top_k=TOP_K),
+          start_id=START, end_id=END, max_length=max_length)
       out = {}
 
       def program_a():
-        out["a"] = np.asarray(compiled(params, feats_device, key)[0])
+        out["a"] = np.asarray(compiled(params, features=feats_device, key=key)[0])
         return out["a"]
 
       def program_b():

@@ -37,7 +37,7 @@ from bench import common  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import decoder, training  # pylint: disable=wrong-import-position
+from jaxcap import decoders, training  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM, BATCH = 20000, 512, 64, 1536, 32
 GROUPS = ("vocabulary projection", "softmax / loss", "GRU recurrence", "optimizer", "other")
@@ -129,15 +129,15 @@ def main(argv=None) -> int:
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
 
-  params = decoder.init(jax.random.key(0), vocab_size=VOCAB, units=UNITS,
-                        feature_dim=FEATURE_DIM)
+  spec = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM)
+  params = decoders.init(jax.random.key(0), spec)
   rng = np.random.default_rng(0)
   features = training.shard(rng.normal(size=(BATCH, POSITIONS, FEATURE_DIM)).astype(np.float32))
   tokens = rng.integers(4, VOCAB, size=(BATCH, args.length)).astype(np.int32)
   tokens[:, 0] = 2
   tokens = training.shard(tokens)
   optimizer = training.keras_adam(1e-3)
-  step = training.make_train_step(optimizer)
+  step = training.make_train_step(optimizer, spec)
   state = training.replicate(training.init_state(params, optimizer))
   ops = hlo_ops(step.lower(state, features, tokens).compile().as_text())
 

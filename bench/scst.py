@@ -25,39 +25,41 @@ import ml_collections  # pylint: disable=wrong-import-position,g-import-not-at-t
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
 from configs import quickstart  # pylint: disable=wrong-import-position
-from jaxcap import decoder, scst, text, trainer, training  # pylint: disable=wrong-import-position
+from jaxcap import decoders, scst, text, trainer, training  # pylint: disable=wrong-import-position
 from jaxcap.data import pipeline, shapes  # pylint: disable=wrong-import-position
 
 IMAGES, POSITIONS, FEATURE_DIM = 12000, 25, 1280
 
 
-def setup(baseline: str):
+def setup():
   config = quickstart.get_config()
   config.train.scst_steps = 1
-  config.train.scst_baseline = baseline
   captions = [[shapes.caption_of(config.data.seed, i)] for i in range(IMAGES)]
   vocab = text.Vocabulary.build([c for cs in captions for c in cs], config.model.vocab_size)
   grid = np.random.default_rng(0).normal(size=(1, POSITIONS, FEATURE_DIM)).astype(np.float16)
   features = np.broadcast_to(grid, (IMAGES, POSITIONS, FEATURE_DIM))
   data = pipeline.make_caption_set(features, captions, vocab, config.model.max_length,
                                    all_captions=False)
-  params = decoder.init(jax.random.key(0), vocab_size=len(vocab), units=config.model.units,
-                        feature_dim=FEATURE_DIM, positions=POSITIONS)
+  spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
+                                   feature_dim=FEATURE_DIM, positions=POSITIONS)
   optimizer = trainer.make_optimizer(config)  # the one the SCST state must match
-  return config, data, vocab, params, optimizer
+  return config, data, vocab, spec, optimizer
 
 
 def run(quick: bool = False) -> list[dict]:
   repeat = 3 if quick else 10
-  config, data, vocab, params, optimizer = setup("greedy")
-  phases = {b: scst.Phase(setup(b)[0] if b != "greedy" else config, data, vocab,
-                          jax.random.key(0)) for b in ("greedy", "mean")}
+  config, data, vocab, spec, optimizer = setup()
+  params = decoders.init(jax.random.key(0), spec)
+  phases = {}
+  for baseline in ("greedy", "mean"):
+    config.train.scst_baseline = baseline
+    phases[baseline] = scst.Phase(config, data, vocab, spec, jax.random.key(0))
   sizes = (f"quickstart: length {config.model.max_length}, units {config.model.units}, "
            f"{POSITIONS}x{FEATURE_DIM} features")
   ce_sizes = f"{sizes}, batch {config.train.batch_size} captions"
   scst_sizes = (f"{sizes}, batch {phases['mean'].batch_size} images x "
                 f"{config.train.scst_samples} samples")
-  train_step = training.make_train_step(optimizer)
+  train_step = training.make_train_step(optimizer, spec)
   states = {name: training.replicate(training.init_state(params, optimizer))
             for name in ("ce", "greedy", "mean")}
   counter = {"n": 0}

@@ -71,7 +71,7 @@ def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
 
 
 def _build(sizes: dict):
-  from jaxcap import seed_keras  # pylint: disable=g-import-not-at-top
+  from tests import seed_keras  # pylint: disable=g-import-not-at-top
   return seed_keras.build_models(**sizes)
 
 
@@ -96,7 +96,7 @@ def _tf_decode(weights: str, inputs: dict, spec: dict) -> dict:
 
 
 def _tf_train(weights: str, inputs: dict, spec: dict) -> dict:
-  from jaxcap import seed_keras  # pylint: disable=g-import-not-at-top
+  from tests import seed_keras  # pylint: disable=g-import-not-at-top
   train_model, _ = _build(spec["sizes"])
   train_model.load_weights(weights)
   train_model.compile(optimizer=seed_keras.seed_optimizer(), loss=seed_keras.seed_loss)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -29,7 +30,8 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 import optax  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import seed_keras, training  # pylint: disable=wrong-import-position
+from jaxcap import decoders, training  # pylint: disable=wrong-import-position
+from tests import seed_keras  # pylint: disable=wrong-import-position
 from jaxcap.data import pipeline  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM, BATCH, LENGTH = 20000, 512, 64, 1536, 32, 64
@@ -84,7 +86,9 @@ def run(quick: bool = False) -> list[dict]:
 
   # jaxcap: the pmapped step, as the trainer runs it.
   optimizer = training.keras_adam(1e-3)
-  step = training.make_train_step(optimizer)
+  spec = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
+                              positions=POSITIONS, max_length=LENGTH)
+  step = training.make_train_step(optimizer, spec)
   n = jax.local_device_count()
   state = [training.replicate(training.init_state(params, optimizer))]
 
@@ -117,7 +121,7 @@ def run(quick: bool = False) -> list[dict]:
   # Achieved FLOP/s: XLA's count for a single-device loss+grad+Adam step over the measured
   # step time, against a matmul of the vocabulary projection's shape timed now.
   def single_device_step(st, f, t):
-    loss, grads = jax.value_and_grad(training.loss)(st.params, f, t)
+    loss, grads = jax.value_and_grad(training.loss)(st.params, spec, f, t)
     updates, opt_state = optimizer.update(grads, st.opt_state, st.params)
     return training.TrainState(step=st.step + 1, params=optax.apply_updates(st.params, updates),
                                opt_state=opt_state), loss
@@ -145,8 +149,9 @@ def run(quick: bool = False) -> list[dict]:
   num_batches = 4 if quick else 12
   stream = [coco_like_tokens(rng, BATCH, LENGTH) for _ in range(num_batches)]
   trimmed = [pipeline.trim_to_bucket(t, BUCKETS) for t in stream]
-  loss_fn = jax.jit(training.loss)
-  loss_diff = max(abs(float(loss_fn(params, features, t)) - float(loss_fn(params, features, c)))
+  loss_fn = jax.jit(functools.partial(training.loss, spec=spec))
+  loss_diff = max(abs(float(loss_fn(params, features=features, tokens=t))
+                      - float(loss_fn(params, features=features, tokens=c)))
                   for t, c in zip(stream, trimmed))
 
   def run_stream(batches):

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.image_size = 299  # bilinear resize, aspect not kept, pixels / 255 in [0, 1]
   config.encoder.batch_size = 32
 
+  config.model.decoder = "gru"  # the seed's; see quickstart.py for the others
   config.model.units = 512
   config.model.vocab_size = 20000
   config.model.max_length = 64
@@ -69,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.scst_temperature = 1.0
   config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
-  config.sample.greedy = False
-  config.sample.top_k = 10
-  config.sample.temperature = 1.0
+  config.decoding.method = "sample"  # the seed: top-10 sampling at temperature 1
+  config.decoding.top_k = 10
+  config.decoding.temperature = 1.0
   return config

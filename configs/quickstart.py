@@ -31,7 +31,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.batch_size = 32
 
   config.model = ml_collections.ConfigDict()
+  # "gru" (the seed's decoder), "gru_mha" (the same GRU with multi-head attention, the
+  # seed's suggested next step) or "transformer". Options of the other decoders are ignored,
+  # except num_heads/key_dim/num_layers/mlp_dim where they do not apply (an error).
+  config.model.decoder = "gru"
   config.model.units = 256
+  config.model.num_heads = 0  # gru_mha, transformer: 0 = 4 heads
+  config.model.key_dim = 0  # gru_mha, transformer: per-head size, 0 = units / num_heads
+  config.model.num_layers = 0  # transformer: 0 = 2 blocks
+  config.model.mlp_dim = 0  # transformer: 0 = 4 x units
+  config.model.dropout = 0.1  # transformer only
+  # GRU decoders only (the transformer always embeds grid positions).
   # Not in the seed: a learned embedding per image-grid position, added to the encoder grid.
   # Without it the seed's decoder sees no explicit position and confuses "left of"/"above"
   # (about 91% exact match on held-out shapes instead of 95%+).
@@ -70,8 +80,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.scst_temperature = 1.0
   config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
-  config.sample = ml_collections.ConfigDict()
-  config.sample.greedy = False
-  config.sample.top_k = 10  # the seed keeps the 10 largest logits and samples among them
-  config.sample.temperature = 1.0
+  # How sample.py and the Captioner pick words unless told otherwise (validation during
+  # training is always greedy). method: "greedy", "sample" or "beam".
+  config.decoding = ml_collections.ConfigDict()
+  config.decoding.method = "sample"
+  config.decoding.top_k = 10  # the seed keeps the 10 largest logits and samples among them
+  config.decoding.temperature = 1.0
+  config.decoding.beam_size = 3
+  config.decoding.alpha = 0.0  # beam length-penalty exponent
+  config.decoding.seed = 0
   return config

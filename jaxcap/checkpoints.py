@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxcap import decoders
 from jaxcap.text import Vocabulary
 
 
@@ -116,19 +117,26 @@ class Checkpoints:
     return step
 
 
-def make_meta(config_dict: dict, sizes: dict, vocab: Vocabulary, encoder: str) -> dict:
-  return {"config": config_dict, "sizes": sizes, "encoder": encoder, "vocab": vocab.tokens}
+def make_meta(config_dict: dict, spec: decoders.DecoderSpec, vocab: Vocabulary,
+              encoder: str) -> dict:
+  return {"config": config_dict, "spec": spec.to_dict(), "encoder": encoder,
+          "vocab": vocab.tokens}
 
 
-def check_compatible(meta: dict, *, sizes: dict, vocab: Vocabulary, encoder: str,
-                     where: str) -> None:
+def check_compatible(meta: dict, *, spec: decoders.DecoderSpec, vocab: Vocabulary,
+                     encoder: str, where: str) -> None:
   """Raises CheckpointMismatchError in plain words if the run and the checkpoint differ."""
   problems = []
   if meta["encoder"] != encoder:
     problems.append(f"encoder: checkpoint {meta['encoder']!r}, config {encoder!r}")
-  for key in sorted(set(meta["sizes"]) | set(sizes)):
-    if meta["sizes"].get(key) != sizes.get(key):
-      problems.append(f"{key}: checkpoint {meta['sizes'][key]}, config {sizes[key]}")
+  saved, now = decoders.spec_from_meta(meta).to_dict(), spec.to_dict()
+  if saved["kind"] != now["kind"]:
+    problems.append(f"decoder: checkpoint {saved['kind']!r}, config {now['kind']!r} "
+                    f"(model.decoder)")
+  else:
+    for key in sorted(saved):
+      if saved[key] != now[key]:
+        problems.append(f"{key}: checkpoint {saved[key]}, config {now[key]}")
   if meta["vocab"] != vocab.tokens:
     saved, now = meta["vocab"], vocab.tokens
     first = next((i for i, (a, b) in enumerate(zip(saved, now)) if a != b),

@@ -7,7 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcap import checkpoints, decoder, encoders, generate, text, training
+from jaxcap import checkpoints, decoders, decoding, encoders, text, training
 
 
 def restore_params(workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
@@ -20,7 +20,8 @@ def restore_params(workdir: str, step: int | None = None, kind: str = checkpoint
           f"no trained model in {workdir!r} (no checkpoints there); train one first, e.g. "
           f"`python train.py --config configs/quickstart.py --workdir {workdir}`")
     meta = ckpt.restore_meta(step)
-    template = training.init_state(decoder.init(jax.random.key(0), **meta["sizes"]),
+    spec = decoders.spec_from_meta(meta)
+    template = training.init_state(decoders.init(jax.random.key(0), spec),
                                    trainer.make_optimizer(ml_collections.ConfigDict(
                                        meta["config"])))
     state, _ = ckpt.restore(template, step)
@@ -32,12 +33,15 @@ def restore_params(workdir: str, step: int | None = None, kind: str = checkpoint
 class Captioner:
   """Everything `sample.py` needs, restored from the latest checkpoint of a workdir.
 
-  Attributes: `config`, `vocab`, `encoder` (module), `encoder_params`, `params` (decoder).
+  Attributes: `config`, `vocab`, `encoder` (module), `encoder_params`, `params` and `spec`
+  (the decoder), `options` (the config's decoding options, the default of `caption`).
   """
 
   def __init__(self, workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
     self.params, meta, self.step = restore_params(workdir, step, kind)
+    self.spec = decoders.spec_from_meta(meta)
     self.config = ml_collections.ConfigDict(meta["config"])
+    self.options = decoding.DecodeOptions.from_config(self.config)
     self.vocab = text.Vocabulary(meta["vocab"])
     self.encoder = encoders.get(meta["encoder"])
     self.encoder_params = self.encoder.load_params(self.config.encoder.weights or None)
@@ -46,24 +50,18 @@ class Captioner:
   def image_size(self) -> int:
     return encoders.image_size(self.config.encoder)
 
-  def caption(self, images: np.ndarray, key: jax.Array, *, greedy: bool | None = None,
-              top_k: int | None = None, temperature: float | None = None,
-              max_length: int | None = None):
+  def caption(self, images: np.ndarray, key: jax.Array,
+              options: decoding.DecodeOptions | None = None, max_length: int | None = None):
     """Images (B, S, S, 3) float32 in [0, 1] -> (captions, words, attention (B, L, P)).
 
     `words[b]` lists caption b's generated tokens before `<end>`; `attention[b, i]` is the
-    grid attention that produced `words[b][i]`. Options default to the training config's
-    `sample` section (the seed's top-10 sampling).
+    grid attention that produced `words[b][i]`. `options` default to the training config's
+    `decoding` section (the seed's top-10 sampling).
     """
-    s = self.config.sample
-    tokens, attention = generate.caption_images(
-        self.encoder.features, self.encoder_params, self.params, images, key,
-        start_id=self.vocab.start_id, end_id=self.vocab.end_id,
-        max_length=max_length or self.config.model.max_length,
-        greedy=s.greedy if greedy is None else greedy,
-        top_k=s.top_k if top_k is None else top_k,
-        temperature=s.temperature if temperature is None else temperature,
-    )
+    tokens, attention, _ = decoding.caption_images(
+        self.encoder.features, self.encoder_params, self.params, self.spec, images, key,
+        options or self.options, start_id=self.vocab.start_id, end_id=self.vocab.end_id,
+        max_length=max_length or self.config.model.max_length)
     tokens = np.asarray(tokens)
     return ([self.vocab.decode(row) for row in tokens],
             [self.vocab.words(row) for row in tokens], np.asarray(attention))

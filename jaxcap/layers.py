@@ -51,3 +51,55 @@ def layer_norm(
   variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
   normed = (x32 - mean) * jax.lax.rsqrt(variance + epsilon)
   return (normed * params["scale"] + params["bias"]).astype(x.dtype)
+
+
+def heads(params: dict, x: jax.Array) -> jax.Array:
+  """x (..., S, D) -> per-head projections (..., S, H, K) with params {'kernel': (D, H, K),
+  'bias': (H, K)}: one of Keras MultiHeadAttention's query/key/value EinsumDense layers."""
+  return (jnp.einsum("...sd,dhk->...shk", x, params["kernel"].astype(x.dtype))
+          + params["bias"].astype(x.dtype))
+
+
+def merge_heads(params: dict, x: jax.Array) -> jax.Array:
+  """Per-head outputs (..., T, H, K) -> (..., T, D) with params {'kernel': (H, K, D),
+  'bias': (D,)}: Keras MultiHeadAttention's output EinsumDense."""
+  return (jnp.einsum("...thk,hkd->...td", x, params["kernel"].astype(x.dtype))
+          + params["bias"].astype(x.dtype))
+
+
+def scaled_attention(query: jax.Array, key: jax.Array, value: jax.Array,
+                     mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Multi-head scaled dot-product attention.
+
+  Args:
+    query: (..., T, H, K); key, value: (..., S, H, K).
+    mask: broadcastable to (..., H, T, S), True where a query may attend; None = all.
+
+  Returns:
+    context (..., T, H, K) and weights (..., H, T, S), which sum to 1 over S.
+  """
+  scores = jnp.einsum("...thk,...shk->...hts", query, key) / jnp.sqrt(
+      jnp.asarray(query.shape[-1], query.dtype))
+  scores = scores.astype(jnp.float32)
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
+  return jnp.einsum("...hts,...shk->...thk", weights, value), weights
+
+
+def multi_head_attention(params: dict, query: jax.Array, value: jax.Array,
+                         mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """`keras.layers.MultiHeadAttention(num_heads, key_dim)(query, value)` (key = value).
+
+  Args:
+    params: {'query', 'key', 'value': see `heads`; 'output': see `merge_heads`}.
+    query: (..., T, D); value: (..., S, D_v).
+    mask: see `scaled_attention`.
+
+  Returns:
+    output (..., T, D) and weights (..., H, T, S).
+  """
+  context, weights = scaled_attention(
+      heads(params["query"], query), heads(params["key"], value), heads(params["value"], value),
+      mask)
+  return merge_heads(params["output"], context), weights

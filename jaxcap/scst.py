@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcap import decoder, generate, text, training
+from jaxcap import decoders, decoding, text, training
 from jaxcap.data import pipeline
 
 ORDER = 4  # n-grams of 1..4 words, as the COCO evaluation
@@ -294,32 +294,25 @@ class Settings:
 
   @classmethod
   def from_config(cls, train: ml_collections.ConfigDict) -> "Settings":
-    settings = cls(**{f.name: train.get(f"scst_{f.name}", f.default)
-                      for f in dataclasses.fields(cls)})
-    if settings.steps < 0 or settings.samples < 1 or settings.temperature <= 0:
-      raise ValueError(f"train.scst_*: need steps >= 0, samples >= 1, temperature > 0: "
-                       f"{settings}")
-    if settings.baseline not in ("greedy", "mean"):
-      raise ValueError(f"train.scst_baseline must be greedy or mean, not {settings.baseline!r}")
-    if settings.baseline == "mean" and settings.samples < 2:
-      raise ValueError("train.scst_baseline='mean' needs train.scst_samples >= 2")
-    return settings
+    """From `train.scst_*` (absent: the defaults above); `config_checks` checks the values."""
+    return cls(**{f.name: train.get(f"scst_{f.name}", f.default)
+                  for f in dataclasses.fields(cls)})
 
 
-def _sample(params, features, key, *, settings: Settings, start_id, end_id, max_length):
+def _sample(params, features, key, *, spec, settings: Settings, start_id, end_id, max_length):
   """Per device: S samples per image (b*S, L), image-major, and the greedy captions (b, L)."""
-  repeated = jnp.repeat(features, settings.samples, axis=0)
-  tokens, _ = generate.generate(params, repeated, key, start_id=start_id, end_id=end_id,
-                                max_length=max_length, greedy=False, top_k=settings.top_k,
-                                temperature=settings.temperature)
+  ids = dict(start_id=start_id, end_id=end_id, max_length=max_length)
+  sampling = decoding.DecodeOptions("sample", top_k=settings.top_k,
+                                    temperature=settings.temperature)
+  tokens, _, _ = decoding.decode(params, spec, jnp.repeat(features, settings.samples, axis=0),
+                                 key, sampling, **ids)
   greedy = None
   if settings.baseline == "greedy":
-    greedy, _ = generate.generate(params, features, key, start_id=start_id, end_id=end_id,
-                                  max_length=max_length, greedy=True)
+    greedy, _, _ = decoding.decode(params, spec, features, key, decoding.DecodeOptions(), **ids)
   return tokens, greedy
 
 
-def _update(state, features, tokens, advantages, *, optimizer, compute_dtype, settings,
+def _update(state, features, tokens, advantages, *, optimizer, spec, compute_dtype, settings,
             start_id, end_id):
   """Per device: features (b, P, D), sampled tokens (b*S, L), advantages (b*S,)."""
   repeated = jnp.repeat(features, settings.samples, axis=0).astype(compute_dtype)
@@ -329,7 +322,9 @@ def _update(state, features, tokens, advantages, *, optimizer, compute_dtype, se
 
   def local_loss(params):
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-    logits, _ = decoder.teacher_forced_logits(params, repeated, inputs)
+    # No dropout: the samples came from the deterministic decoder.
+    outputs, _ = decoders.teacher_forced(params, spec, repeated, inputs)
+    logits = decoders.project(params, outputs)
     # The policy is what the sampler draws from (before its top-k cut).
     log_probs = token_log_probs(logits.astype(jnp.float32) / settings.temperature, tokens)
     total, _ = policy_loss_terms(log_probs, mask, advantages)
@@ -353,8 +348,8 @@ class Phase:
   functions of (seed, step), so a resumed run takes the same steps.
   """
 
-  def __init__(self, config, train_set, vocab: text.Vocabulary, rng, *,
-               compute_dtype=jnp.float32, host_share=lambda x: x):
+  def __init__(self, config, train_set, vocab: text.Vocabulary, spec: decoders.DecoderSpec, rng,
+               *, compute_dtype=jnp.float32, host_share=lambda x: x):
     self.settings = Settings.from_config(config.train)
     self.batch_size = self.settings.batch_size or config.train.batch_size
     self.seed, self.first_step = config.seed, config.train.num_steps
@@ -377,11 +372,11 @@ class Phase:
     self.rng = jax.random.fold_in(rng, 0x5C57)
     ids = dict(start_id=vocab.start_id, end_id=vocab.end_id)
     self._sample = jax.pmap(functools.partial(
-        _sample, settings=self.settings, max_length=config.model.max_length, **ids),
+        _sample, spec=spec, settings=self.settings, max_length=config.model.max_length, **ids),
         axis_name=training.AXIS)
     self._update = jax.pmap(functools.partial(
-        _update, optimizer=optimizer, compute_dtype=compute_dtype, settings=self.settings,
-        **ids), axis_name=training.AXIS, donate_argnums=(0,))
+        _update, optimizer=optimizer, spec=spec, compute_dtype=compute_dtype,
+        settings=self.settings, **ids), axis_name=training.AXIS, donate_argnums=(0,))
     self._rewards, self._baselines = [], []
     self.reward_seconds = 0.0  # host time spent on rewards, for the logs
 

@@ -8,15 +8,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import checkpoints, decoder, encoders, evaluation, metrics, scst, text, training
+from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
+                    metrics, scst, text, training)
 from jaxcap.data import cache, pipeline, sources
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def load_encoder(config):
@@ -37,7 +35,7 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
     return cache.encode_cached(
         split, feature_fn, batch_size=config.encoder.batch_size,
         cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
-        encoder_name=config.encoder.name, image_size=encoders.image_size(config.encoder))
+        description=cache.describe_encoder(config.encoder))
   return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
 
 
@@ -65,25 +63,15 @@ def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   return vocab, sets
 
 
-def model_sizes(config, encoder, vocab, positions: int) -> dict:
-  """The decoder's shape: what `decoder.init` takes and what a checkpoint must match."""
-  return {"vocab_size": len(vocab), "units": config.model.units,
-          "feature_dim": encoder.FEATURE_DIM, "positions": positions,
-          "position_embedding": bool(config.model.grid_position_embedding),
-          "init_hidden": bool(config.model.init_hidden_from_image)}
-
-
-def validate(params, data: pipeline.CaptionSet, vocab, config) -> dict:
+def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
   """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
   exact-match rate (a caption equal to one of the image's references)."""
   scores, candidates = evaluation.evaluate(
-      params, data, vocab, evaluation.Decoding("greedy"), config.model.max_length,
+      params, spec, data, vocab, decoding.DecodeOptions("greedy"), config.model.max_length,
       limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
   _, references = evaluation.caption_set_per_image(data)
-  hits = sum(c in {text.normalize(r) for r in refs}
-             for c, refs in zip(candidates, references))
   return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
-          "val_exact_match": hits / len(candidates)}
+          "val_exact_match": evaluation.exact_match(candidates, references)}
 
 
 def host_share(batch: np.ndarray) -> np.ndarray:
@@ -116,39 +104,43 @@ def make_optimizer(config):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  config_checks.validate(config)  # every bad value at once, before any work
   os.makedirs(workdir, exist_ok=True)
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
-  sizes = model_sizes(config, encoder, vocab, positions=train_set.features.shape[1])
+  spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
+                                   feature_dim=encoder.FEATURE_DIM,
+                                   positions=train_set.features.shape[1])
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
   best_cider = (best.restore_meta().get("val_cider", -1.0)
                 if best.latest_step() is not None else -1.0)
-  meta = checkpoints.make_meta(config.to_dict(), sizes, vocab, encoder.NAME)
+  meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
   optimizer = make_optimizer(config)
   rng = jax.random.key(config.seed)
-  state = training.init_state(decoder.init(rng, **sizes), optimizer)
+  state = training.init_state(decoders.init(rng, spec), optimizer)
   if ckpt.latest_step() is not None:
-    checkpoints.check_compatible(ckpt.restore_meta(), sizes=sizes, vocab=vocab,
+    checkpoints.check_compatible(ckpt.restore_meta(), spec=spec, vocab=vocab,
                                  encoder=encoder.NAME, where=workdir)
     state, rng = ckpt.restore(state)
     print(f"resumed from step {int(state.step)} in {ckpt.directory}")
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
-    vocab.save(os.path.join(workdir, "vocab.json"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2)
+    with disk.writing(workdir, "the vocabulary and config"):
+      vocab.save(os.path.join(workdir, "vocab.json"))
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
 
-  dtype = COMPUTE_DTYPES[config.train.compute_dtype]
-  train_step = training.make_train_step(optimizer, dtype)
-  eval_step = training.make_eval_step(dtype)
+  dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
+  train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
+  eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
   ce_steps = config.train.num_steps
   # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
   num_steps = ce_steps + scst.Settings.from_config(config.train).steps
-  phase = (scst.Phase(config, train_set, vocab, rng, compute_dtype=dtype,
+  phase = (scst.Phase(config, train_set, vocab, spec, rng, compute_dtype=dtype,
                       host_share=host_share) if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -185,14 +177,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                            config.train.batch_size, config.train.length_buckets)
-          last.update(validate(training.unreplicate(state).params, val_set, vocab, config))
+          last.update(validate(training.unreplicate(state).params, spec, val_set, vocab,
+                               config))
           if last["val_cider"] > best_cider:
             best_cider = last["val_cider"]
             best.save(done, jax.device_get(training.unreplicate(state)), rng,
                       dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         if primary:
-          with open(metrics_path, "a") as f:
+          with disk.writing(metrics_path, "the metrics log"), open(metrics_path, "a") as f:
             f.write(json.dumps(last) + "\n")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)

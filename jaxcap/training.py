@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcap import decoder
+from jaxcap import decoders
 
 AXIS = "devices"
+LR_SCHEDULES = ("constant", "cosine")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config name -> dtype
 
 
 def shift_targets(tokens: jax.Array) -> jax.Array:
@@ -42,17 +44,23 @@ def masked_loss_terms(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array,
   return jnp.sum(losses * mask), jnp.sum(mask)
 
 
-def loss_terms(params, features, tokens, compute_dtype=jnp.float32):
-  """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D)."""
+def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
+               compute_dtype=jnp.float32, dropout_rng=None):
+  """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D).
+
+  `dropout_rng` None = no dropout (evaluation).
+  """
   # Mixed precision: float32 master weights, `compute_dtype` matmuls, float32 loss.
   params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
-  logits, _ = decoder.teacher_forced_logits(params, features.astype(compute_dtype), tokens)
-  return masked_loss_terms(logits, shift_targets(tokens))
+  outputs, _ = decoders.teacher_forced(params, spec, features.astype(compute_dtype), tokens,
+                                       dropout_rng)
+  return masked_loss_terms(decoders.project(params, outputs), shift_targets(tokens))
 
 
-def loss(params, features, tokens, compute_dtype=jnp.float32) -> jax.Array:
+def loss(params, spec: decoders.DecoderSpec, features, tokens,
+         compute_dtype=jnp.float32) -> jax.Array:
   """The seed's loss: masked cross-entropy summed and divided by the non-padding count."""
-  total, count = loss_terms(params, features, tokens, compute_dtype)
+  total, count = loss_terms(params, spec, features, tokens, compute_dtype)
   return total / jnp.maximum(count, 1.0)
 
 
@@ -62,7 +70,7 @@ def learning_rate_schedule(learning_rate: float, kind: str, num_steps: int):
     return learning_rate
   if kind == "cosine":
     return optax.cosine_decay_schedule(learning_rate, max(num_steps, 1))
-  raise ValueError(f"unknown learning-rate schedule {kind!r}: use constant or cosine")
+  raise ValueError(f"unknown learning-rate schedule {kind!r}: use one of {LR_SCHEDULES}")
 
 
 def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
@@ -95,13 +103,20 @@ def init_state(params, optimizer) -> TrainState:
                     opt_state=optimizer.init(params))
 
 
-def _train_step(state: TrainState, features, tokens, *, optimizer, compute_dtype):
+def _train_step(state: TrainState, features, tokens, *, optimizer, spec, compute_dtype,
+                dropout_seed):
   """Runs per device on its slice: features (b, P, D), tokens (b, T)."""
   count = jax.lax.psum(jnp.sum((shift_targets(tokens) != 0).astype(jnp.float32)), AXIS)
   count = jnp.maximum(count, 1.0)
+  # Dropout masks are a function of (seed, step, device): a resumed run draws the same ones.
+  dropout_rng = None
+  if spec.dropout:
+    dropout_rng = jax.random.fold_in(
+        jax.random.fold_in(jax.random.key(dropout_seed), state.step),
+        jax.lax.axis_index(AXIS))
 
   def local_loss(params):
-    total, _ = loss_terms(params, features, tokens, compute_dtype)
+    total, _ = loss_terms(params, spec, features, tokens, compute_dtype, dropout_rng)
     return total / count  # this device's share of the global masked mean
 
   local, grads = jax.value_and_grad(local_loss)(state.params)
@@ -113,24 +128,26 @@ def _train_step(state: TrainState, features, tokens, *, optimizer, compute_dtype
   return new_state, jax.lax.psum(local, AXIS)
 
 
-def _eval_step(params, features, tokens, *, compute_dtype):
-  total, count = loss_terms(params, features, tokens, compute_dtype)
+def _eval_step(params, features, tokens, *, spec, compute_dtype):
+  total, count = loss_terms(params, spec, features, tokens, compute_dtype)
   return jax.lax.psum(total, AXIS), jax.lax.psum(count, AXIS)
 
 
-def make_train_step(optimizer, compute_dtype=jnp.float32):
+def make_train_step(optimizer, spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
+                    dropout_seed: int = 0):
   """pmap-ped step: (replicated state, sharded features (n, b, P, D), tokens (n, b, T))
   -> (new replicated state, replicated global loss (n,))."""
   return jax.pmap(
-      functools.partial(_train_step, optimizer=optimizer, compute_dtype=compute_dtype),
+      functools.partial(_train_step, optimizer=optimizer, spec=spec,
+                        compute_dtype=compute_dtype, dropout_seed=dropout_seed),
       axis_name=AXIS, donate_argnums=(0,),
   )
 
 
-def make_eval_step(compute_dtype=jnp.float32):
+def make_eval_step(spec: decoders.DecoderSpec, compute_dtype=jnp.float32):
   """pmap-ped (loss sum, count) over a sharded batch; use `loss = sum / count`."""
   return jax.pmap(
-      functools.partial(_eval_step, compute_dtype=compute_dtype), axis_name=AXIS
+      functools.partial(_eval_step, spec=spec, compute_dtype=compute_dtype), axis_name=AXIS
   )
 
 

@@ -4,14 +4,15 @@ import jax
 import numpy as np
 
 from bench import profile_train
-from jaxcap import decoder, training
+from jaxcap import decoders, training
 
 
 def test_groups_of_a_small_train_step():
   vocab = 97
-  params = decoder.init(jax.random.key(0), vocab_size=vocab, units=8, feature_dim=6)
+  spec = decoders.DecoderSpec("gru", vocab_size=vocab, units=8, feature_dim=6)
+  params = decoders.init(jax.random.key(0), spec)
   optimizer = training.keras_adam(1e-3)
-  step = training.make_train_step(optimizer)
+  step = training.make_train_step(optimizer, spec)
   state = training.replicate(training.init_state(params, optimizer))
   n = jax.local_device_count()
   features = training.shard(np.zeros((2 * n, 4, 6), np.float32))

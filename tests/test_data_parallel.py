@@ -7,7 +7,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
-    from jaxcap import decoder, training
+    from jaxcap import decoders, training
     assert jax.local_device_count() == 4, jax.devices()
     V, U, P, D, L, B = 31, 16, 5, 12, 9, 8
     rng = np.random.default_rng(0)
@@ -15,9 +15,10 @@ SCRIPT = textwrap.dedent("""
     tokens = rng.integers(2, V, size=(B, L)).astype(np.int32)
     for row, length in enumerate([9, 3, 5, 2, 7, 4, 9, 6]):  # uneven padding per shard
       tokens[row, length:] = 0
-    params = decoder.init(jax.random.key(0), vocab_size=V, units=U, feature_dim=D)
+    spec = decoders.DecoderSpec("gru", vocab_size=V, units=U, feature_dim=D)
+    params = decoders.init(jax.random.key(0), spec)
     optimizer = training.keras_adam(1e-2)
-    step = training.make_train_step(optimizer)
+    step = training.make_train_step(optimizer, spec)
 
     def run(n):
       state = training.replicate(training.init_state(params, optimizer), jax.local_devices()[:n])

@@ -1,4 +1,8 @@
-"""jaxcap's decoder against the seed's Keras model, run live (keras 3 on the JAX backend)."""
+"""jaxcap's GRU decoders against the seed's Keras model, run live (keras 3 on the JAX backend).
+
+"gru" is the seed's model exactly; "gru_mha" is the same model with Keras's
+MultiHeadAttention in place of its Attention layer, the course's suggested next step.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -6,15 +10,26 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcap import decoder, seed_keras, training
+import seed_keras
+from jaxcap import decoders, training
 
 V, U, P, D, L, B = 37, 16, 9, 24, 8, 4
+HEADS, KEY_DIM = 3, 5  # key_dim * heads != units on purpose: the shapes must not coincide
+SPECS = {
+    "gru": decoders.DecoderSpec("gru", vocab_size=V, units=U, feature_dim=D, positions=P,
+                                max_length=L),
+    "gru_mha": decoders.DecoderSpec("gru_mha", vocab_size=V, units=U, feature_dim=D,
+                                    positions=P, max_length=L, num_heads=HEADS,
+                                    key_dim=KEY_DIM),
+}
 
 
-@pytest.fixture(scope="module")
-def seed():
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def seed(request):
+  kind = request.param
   train_model, step_model = seed_keras.build_models(
-      vocab_size=V, units=U, positions=P, feature_dim=D, max_length=L, seed=3)
+      vocab_size=V, units=U, positions=P, feature_dim=D, max_length=L, seed=3,
+      attention="dot" if kind == "gru" else "multi_head", num_heads=HEADS, key_dim=KEY_DIM)
   rng = np.random.default_rng(0)
   # Non-zero biases and LayerNorm offsets, so a mis-mapped bias cannot hide.
   for layer in train_model.layers:
@@ -25,59 +40,49 @@ def seed():
   tokens[:, 0] = 2
   tokens[0, 5:] = 0  # padded captions of different lengths
   tokens[1, 3:] = 0
-  return train_model, step_model, features, tokens
+  return train_model, step_model, features, tokens, SPECS[kind]
 
 
 def test_teacher_forced_logits_match(seed):
-  train_model, _, features, tokens = seed
+  train_model, _, features, tokens, spec = seed
   expected = np.asarray(train_model([tokens, features]))
   params = seed_keras.to_jaxcap(train_model)
-  logits, attention = decoder.teacher_forced_logits(params, features, tokens)
+  assert ("attention" in params) == (spec.kind == "gru_mha")
+  logits, attention = decoders.teacher_forced_logits(params, spec, features, tokens)
   np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
   np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
 
 
 def test_one_step_decoder_matches_seed_step_model(seed):
-  train_model, step_model, features, tokens = seed
+  train_model, step_model, features, tokens, spec = seed
   params = seed_keras.to_jaxcap(train_model)
   grid_keras = np.asarray(train_model.get_layer("encoder_dense")(features))
-  grid = decoder.encode(params, features)
-  np.testing.assert_allclose(grid, grid_keras, atol=1e-5)
+  context = decoders.prepare(params, spec, features)
+  np.testing.assert_allclose(context["grid"], grid_keras, atol=1e-5)
   state_k = np.zeros((B, U), np.float32)
-  state_j = decoder.initial_hidden(params, grid)
+  cache = decoders.initial_cache(params, spec, context, L)
   for t in range(4):
     logits_k, state_k = step_model([tokens[:, t:t + 1], np.asarray(state_k), grid_keras])
-    logits_j, state_j, _ = decoder.step(params, grid, tokens[:, t], state_j)
+    logits_j, cache, _ = decoders.step(params, spec, context, cache, tokens[:, t], t)
     np.testing.assert_allclose(logits_j, np.asarray(logits_k)[:, 0], atol=1e-5)
-    np.testing.assert_allclose(state_j, np.asarray(state_k), atol=1e-5)
-
-
-def test_step_and_teacher_forced_share_one_path(seed):
-  train_model, _, features, tokens = seed
-  params = seed_keras.to_jaxcap(train_model)
-  full, _ = decoder.teacher_forced_logits(params, features, tokens)
-  grid = decoder.encode(params, features)
-  hidden = decoder.initial_hidden(params, grid)
-  for t in range(L):
-    logits, hidden, _ = decoder.step(params, grid, tokens[:, t], hidden)
-    np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
+    np.testing.assert_allclose(cache["hidden"], np.asarray(state_k), atol=1e-5)
 
 
 def test_masked_loss_matches(seed):
-  train_model, _, features, tokens = seed
+  train_model, _, features, tokens, spec = seed
   targets = np.asarray(training.shift_targets(tokens))
   expected = float(seed_keras.seed_loss(targets, train_model([tokens, features])))
   params = seed_keras.to_jaxcap(train_model)
-  got = float(training.loss(params, features, tokens))
+  got = float(training.loss(params, spec, features, tokens))
   assert abs(got - expected) < 1e-5
   # The mask matters: the unmasked mean differs, so the test would notice a lost mask.
-  logits, _ = decoder.teacher_forced_logits(params, features, tokens)
+  logits, _ = decoders.teacher_forced_logits(params, spec, features, tokens)
   unmasked = float(optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean())
   assert abs(unmasked - expected) > 1e-3
 
 
 def test_one_adam_step_matches_keras(seed):
-  train_model, _, features, tokens = seed
+  train_model, _, features, tokens, spec = seed
   params = jax.tree.map(jnp.asarray, seed_keras.to_jaxcap(train_model))
   targets = np.asarray(training.shift_targets(tokens))
   model = train_model
@@ -88,7 +93,7 @@ def test_one_adam_step_matches_keras(seed):
 
   optimizer = training.keras_adam(1e-3)
   state = training.replicate(training.init_state(params, optimizer))
-  step = training.make_train_step(optimizer)
+  step = training.make_train_step(optimizer, spec)
   n = jax.local_device_count()
   for _ in range(2):
     state, _ = step(state, training.shard(np.tile(features, (n, 1, 1)), n),
@@ -103,7 +108,7 @@ def test_one_adam_step_matches_keras(seed):
   assert max(jax.tree.leaves(diffs)) < 1e-5, diffs
 
 
-def test_plain_optax_adam_would_not_match(seed):
+def test_plain_optax_adam_would_not_match():
   """Guards the reason keras_adam exists: optax's eps placement differs from Keras's."""
   g = jnp.array([1e-8, 1e-3, 1.0])
   p = jnp.zeros(3)

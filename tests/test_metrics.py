@@ -293,3 +293,11 @@ def test_evaluate_cli_missing_file(tmp_path):
   out = run_cli("--annotations", tmp_path / "nope.json", "--results", res, "--no_java")
   assert out.returncode == 1 and "Traceback" not in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1 and "nope.json" in out.stderr
+
+
+@pytest.mark.parametrize("limit", ["-1", "0"])
+def test_evaluate_cli_rejects_a_limit_below_one(tmp_path, limit):
+  # --limit -1 once sliced keys[:-1], silently dropping the last image.
+  out = run_cli("--workdir", tmp_path, "--limit", limit)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert f"--limit must be >= 1 (the number of images to score), not {limit}" in out.stderr

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcap import decoder, training
+from jaxcap import decoders, training
 
 
 def test_bfloat16_loss_and_step_close_to_float32():
@@ -12,16 +12,17 @@ def test_bfloat16_loss_and_step_close_to_float32():
   features = rng.normal(size=(8, 9, 32)).astype(np.float32)
   tokens = rng.integers(2, 50, size=(8, 12)).astype(np.int32)
   tokens[:, 9:] = 0
-  params = decoder.init(jax.random.key(0), vocab_size=50, units=32, feature_dim=32)
-  f32 = float(training.loss(params, features, tokens))
-  bf16 = float(training.loss(params, features, tokens, jnp.bfloat16))
+  spec = decoders.DecoderSpec("gru", vocab_size=50, units=32, feature_dim=32)
+  params = decoders.init(jax.random.key(0), spec)
+  f32 = float(training.loss(params, spec, features, tokens))
+  bf16 = float(training.loss(params, spec, features, tokens, jnp.bfloat16))
   assert abs(bf16 - f32) / f32 < 2e-2 and bf16 != f32  # really computed in bfloat16
 
   optimizer = training.keras_adam(1e-3)
   losses = {}
   for name, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
     state = training.replicate(training.init_state(params, optimizer))
-    step = training.make_train_step(optimizer, dtype)
+    step = training.make_train_step(optimizer, spec, dtype)
     n = jax.local_device_count()
     for _ in range(5):
       state, loss = step(state, training.shard(features, n), training.shard(tokens, n))

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 
-from jaxcap import checkpoints, decoder, inference
+from jaxcap import checkpoints, decoders, inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["train.py", "--config", "configs/quickstart.py",
@@ -58,8 +58,8 @@ def test_two_processes_equal_one(tmp_path):
   assert not failures, "\n\n".join(failures)
 
   one, two = final_params(tmp_path / "one"), final_params(tmp_path / "two")
-  sizes = checkpoints.Checkpoints(tmp_path / "one", read_only=True).restore_meta()["sizes"]
-  initial = decoder.init(jax.random.key(0), **sizes)  # the quickstart's config.seed is 0
+  meta = checkpoints.Checkpoints(tmp_path / "one", read_only=True).restore_meta()
+  initial = decoders.init(jax.random.key(0), decoders.spec_from_meta(meta))  # the quickstart's config.seed is 0
   largest = lambda a, b: max(jax.tree.leaves(jax.tree.map(
       lambda x, y: float(np.abs(np.asarray(x) - np.asarray(y)).max()), a, b)))
   assert largest(one, initial) > 1e-3  # training moved the parameters

@@ -1,7 +1,7 @@
 import jax
 import numpy as np
 
-from jaxcap import decoder, text, training
+from jaxcap import decoders, text, training
 from jaxcap.data import pipeline
 
 CAPTIONS = [["a red circle"], ["a blue square left of a green triangle", "x"],
@@ -45,10 +45,11 @@ def test_bucket_trimming_keeps_the_loss():
   longest = int((tokens != 0).sum(1).max())
   assert trimmed.shape[1] == 10 and longest <= 10
   assert pipeline.trim_to_bucket(tokens, ()).shape[1] == 16
-  params = decoder.init(jax.random.key(0), vocab_size=len(vocab), units=8, feature_dim=6)
+  spec = decoders.DecoderSpec("gru", vocab_size=len(vocab), units=8, feature_dim=6)
+  params = decoders.init(jax.random.key(0), spec)
   feats = data.features_of(np.arange(5))
-  np.testing.assert_allclose(training.loss(params, feats, trimmed),
-                             training.loss(params, feats, tokens), rtol=1e-6)
+  np.testing.assert_allclose(training.loss(params, spec, feats, trimmed),
+                             training.loss(params, spec, feats, tokens), rtol=1e-6)
 
 
 def test_eval_batches_pad_with_empty_captions():

@@ -61,6 +61,16 @@ def test_jsonl_errors_name_the_line(tmp_path):
     sources.splits(config, 8)
 
 
+def test_jsonl_non_utf8_byte_names_file_and_line(tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes('{"image": "a.jpg", "caption": "un caf\u00e9"}\n'.encode("utf-8")
+                   + '{"image": "b.jpg", "caption": "un caf\u00e9"}\n'.encode("latin-1"))
+  config = ml_collections.ConfigDict({"source": "jsonl", "path": str(path)})
+  with pytest.raises(ValueError, match=r"latin1.jsonl, line 2: not UTF-8 \(byte 0xe9 at "
+                     r"column 38\)"):
+    sources.splits(config, 8)
+
+
 def test_jsonl_hashed_split_is_stable(tmp_path):
   path = tmp_path / "d.jsonl"
   path.write_text("".join(json.dumps({"image": f"{i}.jpg", "caption": "c"}) + "\n"

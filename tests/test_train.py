@@ -72,8 +72,9 @@ def test_sample_captions_images_and_reports_bad_ones(trained, tmp_path):
   result = run(["sample.py", "--workdir", str(trained), "--json", "--image"] + paths)
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
-  errors = result.stderr.strip().splitlines()
+  errors = [l for l in result.stderr.strip().splitlines() if l.startswith("error:")]
   assert len(errors) == 2 and str(bad) in errors[0] and str(missing) in errors[1]
+  assert "decoding: top-10 sampling" in result.stderr  # the config's, said once
   rows = [json.loads(l) for l in result.stdout.strip().splitlines()]
   assert [r["image"] for r in rows] == paths[:2]
   assert all(isinstance(r["caption"], str) for r in rows)

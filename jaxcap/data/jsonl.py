@@ -35,11 +35,16 @@ def read(path: str, val_fraction: float = 0.05, test_fraction: float = 0.05
   root = os.path.dirname(os.path.abspath(path))
   images: dict[str, list[str]] = {}
   split_of: dict[str, str] = {}
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
+  with open(path, "rb") as f:  # bytes: a bad byte is reported with its line
+    for number, raw in enumerate(f, 1):
+      where = f"{path}, line {number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                         f"{e.start + 1}); save the file as UTF-8") from None
       if not line.strip():
         continue
-      where = f"{path}, line {number}"
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:

@@ -27,11 +27,14 @@ class Split:
   captions: every caption of each image.
   load: i -> image i as (S, S, 3) float32 in [0, 1] at the encoder's size; raises
     `jaxcap.images.ImageError` for an unreadable file.
+  files: the file each image is read from, when images are files: the feature cache
+    recomputes an image whose file changed.
   """
   name: str
   keys: list[str]
   captions: list[list[str]]
   load: Callable[[int], np.ndarray]
+  files: list[str] | None = None
 
   def __len__(self) -> int:
     return len(self.keys)

@@ -37,7 +37,7 @@ def file_splits(items: dict[str, list[tuple[str, list[str]]]], image_size: int
   def make(name, rows):
     paths = [path for path, _ in rows]
     return Split(name=name, keys=paths, captions=[caps for _, caps in rows],
-                 load=lambda i: image_io.load_image(paths[i], image_size))
+                 load=lambda i: image_io.load_image(paths[i], image_size), files=paths)
 
   return {name: make(name, rows) for name, rows in items.items()}
 

@@ -1,6 +1,6 @@
 """Frozen ImageNet backbones, one module each, all with the same pure-function interface.
 
-Every encoder module defines `NAME`, `IMAGE_SIZE`, `FEATURE_DIM`, `GRID`,
+Every encoder module defines `NAME`, `IMAGE_SIZE`, `MIN_IMAGE_SIZE`, `FEATURE_DIM`, `GRID`,
 `default_weights_path()`, `load_params(path=None)` and `features(params, images)` mapping
 images (B, H, W, 3) float32 in [0, 1] to features (B, positions, FEATURE_DIM); each applies
 its own input normalisation.

@@ -29,6 +29,7 @@ NAME = "inception_resnet_v2"
 IMAGE_SIZE = 299
 FEATURE_DIM = 1536
 GRID = 8  # 8 x 8 = 64 positions at 299 x 299
+MIN_IMAGE_SIZE = 75  # the smallest input whose stride-2 stages leave a grid
 WEIGHTS_FILENAME = "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
                "inception_resnet_v2/" + WEIGHTS_FILENAME)

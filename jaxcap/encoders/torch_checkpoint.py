@@ -5,6 +5,11 @@ an allow-list unpickler accepts only what a plain state_dict needs (an OrderedDi
 tensor-rebuild function and the storage types), each mapped to an inert stand-in; any other
 global, `os.system` say, is refused before anything runs. Both torch layouts are read: the
 legacy one (pickles followed by raw storages) and the zip one (torch >= 1.6).
+
+Sizes in the file are not trusted either: every storage's length is checked against the
+bytes that hold it before they are read, and every tensor's offset, shape and strides
+against its storage before it is viewed, so a crafted file is refused with an error rather
+than reading past a buffer (a segfault, or heap bytes passed off as weights).
 """
 
 from __future__ import annotations
@@ -44,9 +49,36 @@ class _Storage:
     self.array = None
 
 
+def _is_count(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 class _TensorRef:
   def __init__(self, storage, offset, size, stride):
-    self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+    self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+  def check(self) -> str | None:
+    """Why this tensor cannot be a view of its storage, or None if it can."""
+    if not isinstance(self.storage, _Storage):
+      return f"its storage is a {type(self.storage).__name__}"
+    if not (isinstance(self.size, tuple) and isinstance(self.stride, tuple)
+            and len(self.size) == len(self.stride) and len(self.size) <= 32
+            and all(map(_is_count, self.size + self.stride)) and _is_count(self.offset)):
+      # torch writes both as tuples of ints
+      return (f"bad offset {self.offset!r}, shape {self.size!r} or strides {self.stride!r} "
+              "(non-negative integers, one stride per dimension)")
+    length = len(self.storage.array)
+    numel = int(np.prod(self.size, dtype=object))
+    # One past the last element read; an empty tensor reads nothing.
+    end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
+    if numel and end > length:
+      return (f"shape {self.size} with strides {self.stride} at offset {self.offset} reaches "
+              f"element {end - 1} of a storage of {length}")
+    if numel > max(length, 1) or self.offset > length:
+      # Overlapping (zero-stride) views could otherwise make a file of a few bytes allocate
+      # terabytes; no saved weight needs them.
+      return f"{numel} elements from a storage of {length}"
+    return None
 
   def to_numpy(self) -> np.ndarray:
     base = self.storage.array
@@ -91,7 +123,9 @@ class _SafeUnpickler(pickle.Unpickler):
     # location, numel).
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
       raise CheckpointError(f"{self._path}: unexpected persistent id {pid!r}")
-    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+    storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+    if not _is_count(numel):
+      raise CheckpointError(f"{self._path}: storage {key} has a bad size {numel!r}")
     if not isinstance(storage_type, _StorageType):
       raise CheckpointError(f"{self._path}: bad storage type {storage_type!r}")
     dtype = _STORAGE_DTYPES[storage_type.name]
@@ -100,8 +134,12 @@ class _SafeUnpickler(pickle.Unpickler):
     if key not in self._storages:
       self._storages[key] = _Storage(np.dtype(dtype), key, numel)
       if self._zip_loader is not None:
-        self._storages[key].array = self._zip_loader(key, np.dtype(dtype))
-    return self._storages[key]
+        self._storages[key].array = self._zip_loader(key, np.dtype(dtype), numel)
+    storage = self._storages[key]
+    if (storage.dtype, storage.numel) != (np.dtype(dtype), numel):
+      raise CheckpointError(f"{self._path}: storage {key} is referenced with two types or "
+                            "sizes")
+    return storage
 
 
 def _plain_load(f, path):
@@ -109,13 +147,18 @@ def _plain_load(f, path):
   return _SafeUnpickler(f, path, {}).load()
 
 
-def _materialize(obj, path):
+def _materialize(obj, path, name="the state_dict", depth=0):
   if isinstance(obj, _TensorRef):
-    if obj.storage.array is None:
+    if isinstance(obj.storage, _Storage) and obj.storage.array is None:
       raise CheckpointError(f"{path}: storage {obj.storage.key} has no data")
+    problem = obj.check()
+    if problem:
+      raise CheckpointError(f"{path}: tensor {name} is not a view of its storage: {problem}")
     return obj.to_numpy()
   if isinstance(obj, dict):
-    return {str(k): _materialize(v, path) for k, v in obj.items()}
+    if depth > 8:  # {"state_dict": {...}} is as deep as real files go
+      raise CheckpointError(f"{path}: dicts nested more than 8 deep")
+    return {str(k): _materialize(v, path, str(k), depth + 1) for k, v in obj.items()}
   if isinstance(obj, (int, float, str)):
     return obj
   raise CheckpointError(f"{path}: unexpected object {type(obj).__name__} in the state_dict")
@@ -129,11 +172,15 @@ def _load_legacy(f, path):
   storages: dict[str, _Storage] = {}
   result = _SafeUnpickler(f, path, storages).load()
   keys = _plain_load(f, path)
+  file_size = os.fstat(f.fileno()).st_size
   for key in keys:
     storage = storages[str(key)]
     (numel,) = struct.unpack("<q", f.read(8))
+    if numel != storage.numel or numel * storage.dtype.itemsize > file_size - f.tell():
+      raise CheckpointError(f"{path}: storage {key}: {numel} elements declared, "
+                            f"{storage.numel} referenced, more than the file holds")
     data = f.read(numel * storage.dtype.itemsize)
-    if numel != storage.numel or len(data) != numel * storage.dtype.itemsize:
+    if len(data) != numel * storage.dtype.itemsize:
       raise CheckpointError(f"{path}: truncated data for storage {key}")
     storage.array = np.frombuffer(data, dtype=storage.dtype.newbyteorder("<"))
   return result
@@ -147,8 +194,14 @@ def _load_zip(path):
       raise CheckpointError(f"{path}: a zip without exactly one data.pkl")
     prefix = pickles[0][: -len("data.pkl")]
 
-    def load_storage(key, dtype):
-      return np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=dtype.newbyteorder("<"))
+    def load_storage(key, dtype, numel):
+      name = f"{prefix}data/{key}"
+      # Size from the zip directory before reading: a record can claim any length.
+      if archive.getinfo(name).file_size != numel * dtype.itemsize:
+        raise CheckpointError(f"{path}: storage {key} holds "
+                              f"{archive.getinfo(name).file_size} bytes, not {numel} x "
+                              f"{dtype.itemsize}")
+      return np.frombuffer(archive.read(name), dtype=dtype.newbyteorder("<"))
 
     with archive.open(pickles[0]) as f:
       return _SafeUnpickler(io.BytesIO(f.read()), path, {}, load_storage).load()

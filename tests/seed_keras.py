@@ -1,9 +1,12 @@
 """The seed's Keras decoder, rebuilt layer for layer, and a converter to jaxcap parameters.
 
-This is the reference the parity tests and the benchmarks compare against. It follows the
-course notebook: the training model runs a whole caption, the one-step `decoder_pred_model`
-shares its layers and takes the GRU state as an input. Needs `keras` (3.x; the JAX backend
-is enough, no TensorFlow): `pip install -e '.[test]'`.
+This is the reference the parity tests and the benchmarks compare against (it lives beside
+them, not in the package). It follows the course notebook: the training model runs a whole
+caption, the one-step `decoder_pred_model` shares its layers and takes the GRU state as an
+input. `attention="multi_head"` builds the course's suggested variant, with
+`keras.layers.MultiHeadAttention(num_heads, key_dim)` in place of `keras.layers.Attention`.
+Needs `keras` (3.x; the JAX backend is enough, no TensorFlow): `pip install -e '.[test]'`.
+Importing this module sets KERAS_BACKEND to jax unless it is set.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ def _keras():
 
 
 def build_models(*, vocab_size: int, units: int, positions: int, feature_dim: int,
-                 max_length: int, seed: int = 0):
-  """The seed's models at the given sizes.
+                 max_length: int, seed: int = 0, attention: str = "dot", num_heads: int = 2,
+                 key_dim: int = 8):
+  """The seed's models at the given sizes (`attention`: "dot", the seed's, or "multi_head").
 
   Returns:
     (train_model, step_model). `train_model([tokens (B, L), features (B, P, D)])` -> logits
@@ -41,14 +45,18 @@ def build_models(*, vocab_size: int, units: int, positions: int, feature_dim: in
   encoder_dense = layers.Dense(units, activation="relu", name="encoder_dense")
   embedding = layers.Embedding(vocab_size, units, name="embedding")
   gru = layers.GRU(units, return_sequences=True, return_state=True, name="gru")
-  attention = layers.Attention(name="attention")
+  if attention == "dot":
+    attend = layers.Attention(name="attention")
+  else:
+    mha = layers.MultiHeadAttention(num_heads, key_dim, name="attention")
+    attend = lambda qv: mha(qv[0], qv[1])
   add = layers.Add(name="add")
   layer_norm = layers.LayerNormalization(axis=-1, name="layer_norm")
   output_dense = layers.Dense(vocab_size, name="logits")
 
   grid = encoder_dense(features)
   gru_output, _ = gru(embedding(words))
-  context = attention([gru_output, grid])
+  context = attend([gru_output, grid])
   logits = output_dense(layer_norm(add([gru_output, context])))
   train_model = keras.Model([words, features], logits, name="seed_train")
 
@@ -56,7 +64,7 @@ def build_models(*, vocab_size: int, units: int, positions: int, feature_dim: in
   state_in = keras.Input(shape=(units,), name="gru_state_input")
   grid_in = keras.Input(shape=(positions, units), name="grid")
   step_out, state_out = gru(embedding(word), initial_state=state_in)
-  step_context = attention([step_out, grid_in])
+  step_context = attend([step_out, grid_in])
   step_logits = output_dense(layer_norm(add([step_out, step_context])))
   step_model = keras.Model([word, state_in, grid_in], [step_logits, state_out], name="seed_step")
   return train_model, step_model
@@ -99,7 +107,7 @@ def to_jaxcap(train_model) -> dict:
       "hr": {"kernel": recurrent[:, r]},
       "hn": {"kernel": recurrent[:, h], "bias": bias[1, h]},
   }
-  return {
+  params = {
       "encoder_dense": {"kernel": enc_kernel, "bias": enc_bias},
       "embedding": embedding,
       "gru": gru,
@@ -107,3 +115,9 @@ def to_jaxcap(train_model) -> dict:
       "layer_norm": {"scale": gamma, "bias": beta},
       "logits": {"kernel": out_kernel, "bias": out_bias},
   }
+  attention = get("attention")
+  if attention:  # MultiHeadAttention: query, key, value (kernel, bias), output (kernel, bias)
+    names = ("query", "key", "value", "output")
+    params["attention"] = {n: {"kernel": attention[2 * i], "bias": attention[2 * i + 1]}
+                           for i, n in enumerate(names)}
+  return params

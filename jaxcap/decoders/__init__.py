@@ -1,0 +1,218 @@
+"""The decoder family behind one interface, and the description (`DecoderSpec`) that picks one.
+
+    "gru"          the seed: GRU -> dot attention over the grid -> add -> LayerNorm (gru.py)
+    "gru_mha"      the seed's suggested next step: the same GRU with Keras's
+                   MultiHeadAttention in place of its single-head dot attention (gru.py)
+    "transformer"  (transformer.py) pre-LayerNorm blocks of causal self-attention, cross-attention over the
+                   grid and an MLP, with a key/value cache for decoding
+
+Every decoder module has the same five functions, and everything else (training, greedy,
+sampling and beam search, SCST) uses only these, through the dispatchers below:
+
+    init(key, spec) -> params
+    teacher_forced(params, spec, features (B, P, D), tokens (B, T), dropout_rng)
+        -> outputs (B, T, U), attention (B, T, P)
+    prepare(params, spec, features (B, P, D)) -> context    per image, computed once
+    initial_cache(params, spec, context, max_length) -> cache   a pytree, leaves (B, ...)
+    step(params, spec, context, cache, tokens (B,), index ()) -> outputs (B, U), cache,
+                                                                attention (B, P)
+
+`outputs` stop before the vocabulary projection, which all decoders share (`project`): the
+training loss projects only the positions that have a real target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcap import layers
+
+Params = dict
+KINDS = ("gru", "gru_mha", "transformer")
+GRU_KINDS = ("gru", "gru_mha")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSpec:
+  """What a decoder is: its kind and sizes. Saved in every checkpoint (`to_dict`).
+
+  vocab_size (V), units (U: the model width), feature_dim (D: the encoder's), positions
+  (P: the image grid size), max_length (L: tokens per caption, the Transformer's position
+  table and cache size). GRU-only options: grid_position_embedding, init_hidden_from_image.
+  Attention options: num_heads (gru_mha, transformer), key_dim (per head; 0 = U / heads).
+  Transformer-only: num_layers, mlp_dim (0 = 4 U), dropout.
+  """
+  kind: str
+  vocab_size: int
+  units: int
+  feature_dim: int
+  positions: int = 0
+  max_length: int = 64
+  grid_position_embedding: bool = False
+  init_hidden_from_image: bool = False
+  num_heads: int = 0
+  key_dim: int = 0
+  num_layers: int = 0
+  mlp_dim: int = 0
+  dropout: float = 0.0
+
+  def __post_init__(self):
+    problems = check(self)
+    if problems:
+      raise ValueError("; ".join(problems))
+
+  @property
+  def head_dim(self) -> int:
+    return self.key_dim or self.units // max(self.num_heads, 1)
+
+  @property
+  def hidden_dim(self) -> int:
+    return self.mlp_dim or 4 * self.units
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "DecoderSpec":
+    return cls(**d)
+
+
+DEFAULT_NUM_HEADS = 4
+DEFAULT_NUM_LAYERS = 2
+
+
+def check(spec: DecoderSpec) -> list[str]:
+  """Everything wrong with a spec, one message per problem, naming the config field."""
+  p = []
+  if spec.kind not in KINDS:
+    return [f"model.decoder must be one of {', '.join(KINDS)}, not {spec.kind!r}"]
+  for name in ("vocab_size", "units", "feature_dim", "max_length"):
+    if getattr(spec, name) < 1:
+      p.append(f"{name} must be >= 1, not {getattr(spec, name)}")
+  unused = {"gru": ("num_heads", "key_dim", "num_layers", "mlp_dim", "dropout"),
+            "gru_mha": ("num_layers", "mlp_dim", "dropout"),
+            "transformer": ("grid_position_embedding", "init_hidden_from_image")}[spec.kind]
+  for name in unused:
+    if getattr(spec, name):
+      p.append(f"model.{name} does not apply to decoder {spec.kind!r}")
+  if spec.kind != "gru" and spec.num_heads < 1:
+    p.append(f"model.num_heads must be >= 1 for decoder {spec.kind!r}, not {spec.num_heads}")
+  elif spec.kind != "gru" and not spec.key_dim and spec.units % spec.num_heads:
+    p.append(f"model.units ({spec.units}) must be a multiple of model.num_heads "
+             f"({spec.num_heads}), or set model.key_dim")
+  if spec.kind == "transformer":
+    if spec.num_layers < 1:
+      p.append(f"model.num_layers must be >= 1, not {spec.num_layers}")
+    if not 0.0 <= spec.dropout < 1.0:
+      p.append(f"model.dropout must be in [0, 1), not {spec.dropout}")
+  if (spec.grid_position_embedding or spec.init_hidden_from_image
+      or spec.kind == "transformer") and spec.positions < 1:
+    p.append("positions (the image grid size) is needed by the grid-position embedding, "
+             "init_hidden_from_image and the transformer")
+  return p
+
+
+def spec_from_config(model_config, *, vocab_size: int, feature_dim: int,
+                     positions: int) -> DecoderSpec:
+  """The spec of `config.model` for a vocabulary and an encoder's grid.
+
+  A config holds the options of every decoder, so one file can train any of them
+  (`--config.model.decoder=...`). Options of the other kinds are not read, except these,
+  which would otherwise be silently ignored and so are errors: `num_heads`, `key_dim` with
+  "gru" (its attention is the seed's single head), `num_layers`, `mlp_dim` with the GRUs.
+  0 means the default for `num_heads` (4), `num_layers` (2), `key_dim` (units / heads) and
+  `mlp_dim` (4 x units). `dropout` is the transformer's; `grid_position_embedding` and
+  `init_hidden_from_image` are the GRUs' (the transformer always embeds grid positions).
+  """
+  m = model_config
+  kind = m.get("decoder", "gru")
+  if kind not in KINDS:
+    raise ValueError(f"model.decoder must be one of {', '.join(KINDS)}, not {kind!r}")
+  mixed = {"gru": ("num_heads", "key_dim", "num_layers", "mlp_dim"),
+           "gru_mha": ("num_layers", "mlp_dim"), "transformer": ()}[kind]
+  mixed = [name for name in mixed if m.get(name, 0)]
+  if mixed:
+    raise ValueError(
+        f"{', '.join('model.' + name for name in mixed)}: not used by decoder {kind!r}; set "
+        f"to 0, or choose a decoder that has it (num_heads, key_dim: gru_mha, transformer; "
+        f"num_layers, mlp_dim: transformer)")
+  gru, attention = kind in GRU_KINDS, kind != "gru"
+  return DecoderSpec(
+      kind=kind, vocab_size=vocab_size, units=m.units, feature_dim=feature_dim,
+      positions=positions, max_length=m.max_length,
+      grid_position_embedding=gru and bool(m.get("grid_position_embedding", False)),
+      init_hidden_from_image=gru and bool(m.get("init_hidden_from_image", False)),
+      num_heads=(m.get("num_heads", 0) or DEFAULT_NUM_HEADS) if attention else 0,
+      key_dim=m.get("key_dim", 0) if attention else 0,
+      num_layers=(m.get("num_layers", 0) or DEFAULT_NUM_LAYERS) if kind == "transformer"
+      else 0,
+      mlp_dim=m.get("mlp_dim", 0) if kind == "transformer" else 0,
+      dropout=float(m.get("dropout", 0.0)) if kind == "transformer" else 0.0)
+
+
+def spec_from_meta(meta: dict) -> DecoderSpec:
+  """The spec saved in a checkpoint's meta; workdirs from before decoder kinds hold "sizes"."""
+  if "spec" in meta:
+    return DecoderSpec.from_dict(meta["spec"])
+  sizes = meta["sizes"]
+  return DecoderSpec(
+      kind="gru", vocab_size=sizes["vocab_size"], units=sizes["units"],
+      feature_dim=sizes["feature_dim"], positions=sizes.get("positions", 0),
+      max_length=meta["config"]["model"]["max_length"],
+      grid_position_embedding=bool(sizes.get("position_embedding", False)),
+      init_hidden_from_image=bool(sizes.get("init_hidden", False)))
+
+
+def module(spec: DecoderSpec):
+  from jaxcap.decoders import gru, transformer  # pylint: disable=g-import-not-at-top
+  return transformer if spec.kind == "transformer" else gru
+
+
+def init(key: jax.Array, spec: DecoderSpec) -> Params:
+  return module(spec).init(key, spec)
+
+
+def project(params: Params, outputs: jax.Array) -> jax.Array:
+  """Decoder outputs (..., U) -> vocabulary logits (..., V): the one projection all share."""
+  return layers.dense(params["logits"], outputs)
+
+
+def teacher_forced(params: Params, spec: DecoderSpec, features: jax.Array, tokens: jax.Array,
+                   dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """A whole caption at once: features (B, P, D), tokens (B, T) -> outputs (B, T, U),
+  attention (B, T, P). `dropout_rng` None = no dropout (evaluation)."""
+  return module(spec).teacher_forced(params, spec, features, tokens, dropout_rng)
+
+
+def teacher_forced_logits(params: Params, spec: DecoderSpec, features: jax.Array,
+                          tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`teacher_forced`, projected: logits (B, T, V) and attention (B, T, P)."""
+  outputs, attention = teacher_forced(params, spec, features, tokens)
+  return project(params, outputs), attention
+
+
+def prepare(params: Params, spec: DecoderSpec, features: jax.Array) -> Any:
+  """What a decoder computes once per image before decoding (the projected grid, ...)."""
+  return module(spec).prepare(params, spec, features)
+
+
+def initial_cache(params: Params, spec: DecoderSpec, context: Any, max_length: int) -> Any:
+  """The decoding state before the first token: a pytree whose leaves are (B, ...)."""
+  return module(spec).initial_cache(params, spec, context, max_length)
+
+
+def step(params: Params, spec: DecoderSpec, context: Any, cache: Any, tokens: jax.Array,
+         index: jax.Array) -> tuple[jax.Array, Any, jax.Array]:
+  """One token per caption: tokens (B,) at position `index` -> logits (B, V), the new cache,
+  attention (B, P) over the grid."""
+  outputs, cache, attention = module(spec).step(params, spec, context, cache, tokens, index)
+  return project(params, outputs), cache, attention
+
+
+def repeat_batch(tree: Any, times: int) -> Any:
+  """Every leaf (B, ...) -> (B * times, ...), each row repeated `times` times in place."""
+  return jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), tree)

@@ -1,0 +1,180 @@
+"""Decoding: the one function every caller uses to turn image features into captions.
+
+`decode(params, spec, features, key, options, ...)` runs greedy decoding, top-k/temperature
+sampling or beam search for any decoder (`jaxcap.decoders`), each inside one compiled
+`lax.while_loop` that calls the decoder's `step` over its cache. `sample.py`, `evaluate.py`,
+validation during training, `inference.Captioner` and SCST all go through it, with one
+description of the options and one set of command-line flags (`DecodeOptions`,
+`add_flags`, `options_from_flags`: in `decode_options.py`, which imports no JAX, so the
+command lines parse flags instantly).
+
+The greedy/sampling loop is here; beam search is in `jaxcap/beam.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcap import beam, decoders
+from jaxcap.decode_options import DecodeOptions, add_flags, options_from_flags  # noqa: F401
+
+def choose_tokens(logits: jax.Array, key: jax.Array, *, greedy: bool, top_k: int,
+                  temperature: float) -> jax.Array:
+  """Next ids (B,) from logits (B, V): argmax, or a draw from softmax(top-k logits / T)."""
+  if greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits.astype(jnp.float32) / temperature
+  if 0 < top_k < logits.shape[-1]:
+    top_logits, top_ids = jax.lax.top_k(logits, top_k)  # (B, k)
+    choice = jax.random.categorical(key, top_logits, axis=-1)  # (B,)
+    return jnp.take_along_axis(top_ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@flax.struct.dataclass
+class LoopState:
+  index: jax.Array  # () int32, the position being generated
+  last_tokens: jax.Array  # (B,) int32
+  cache: Any  # the decoder's state, leaves (B, ...)
+  done: jax.Array  # (B,) bool
+  tokens: jax.Array  # (B, L) int32, 0 after `<end>`
+  attention: jax.Array  # (B, L, P) float32
+  log_probs: jax.Array  # (B,) float32, summed over the chosen tokens
+
+
+def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array, *,
+                start_id: int, end_id: int, max_length: int, greedy: bool, top_k: int = 0,
+                temperature: float = 1.0):
+  """Greedy or sampled captions in one `lax.while_loop`.
+
+  A caption that has produced `<end>` stops changing (its cache is frozen, its later tokens
+  stay 0) and the loop exits once every caption is done or at `max_length`. Step i draws
+  with `fold_in(key, i)`, so results do not depend on when the loop exits.
+
+  Returns tokens (B, L), attention (B, L, P), log_probs (B,) (see `decode`).
+  """
+  batch, positions = features.shape[0], features.shape[1]
+  context = decoders.prepare(params, spec, features)  # once per image
+
+  def cond(s: LoopState):
+    return (s.index < max_length) & ~jnp.all(s.done)
+
+  def body(s: LoopState) -> LoopState:
+    logits, cache, attention = decoders.step(params, spec, context, s.cache, s.last_tokens,
+                                             s.index)
+    chosen = choose_tokens(logits, jax.random.fold_in(key, s.index), greedy=greedy,
+                           top_k=top_k, temperature=temperature)
+    chosen = jnp.where(s.done, 0, chosen)  # finished captions only pad
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
+                                   chosen[:, None], axis=-1)[:, 0]
+    keep = lambda new, old: jnp.where(
+        s.done.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
+    return LoopState(
+        index=s.index + 1,
+        last_tokens=chosen,
+        cache=jax.tree.map(keep, cache, s.cache),
+        done=s.done | (chosen == end_id),
+        tokens=s.tokens.at[:, s.index].set(chosen),
+        attention=s.attention.at[:, s.index].set(
+            jnp.where(s.done[:, None], 0.0, attention.astype(jnp.float32))),
+        log_probs=s.log_probs + jnp.where(s.done, 0.0, log_prob),
+    )
+
+  init = LoopState(
+      index=jnp.zeros((), jnp.int32),
+      last_tokens=jnp.full((batch,), start_id, jnp.int32),
+      cache=decoders.initial_cache(params, spec, context, max_length),
+      done=jnp.zeros((batch,), bool),
+      tokens=jnp.zeros((batch, max_length), jnp.int32),
+      attention=jnp.zeros((batch, max_length, positions), jnp.float32),
+      log_probs=jnp.zeros((batch,), jnp.float32),
+  )
+  final = jax.lax.while_loop(cond, body, init)
+  return final.tokens, final.attention, final.log_probs
+
+
+def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array,
+           options: DecodeOptions, *, start_id: int, end_id: int, max_length: int):
+  """Captions for a batch of encoder features, by `options`.
+
+  Args:
+    params, spec: the decoder.
+    features: (B, P, D) encoder features.
+    key: PRNG key (sampling only).
+    options: the decoding method and its settings (static under jit).
+    start_id, end_id: the `<start>` and `<end>` ids.
+    max_length: most tokens per caption (`<end>` included).
+
+  Returns:
+    tokens (B, L) int32 (`<end>` included, 0 after), attention (B, L, P) float32 (the grid
+    weights behind each token) and log_probs (B,) (the chosen tokens' summed
+    log-probabilities; for beam search, of the best beam).
+  """
+  if options.method == "beam":
+    tokens, _, log_probs, attention = beam.beam_search(
+        params, spec, features, start_id=start_id, end_id=end_id, max_length=max_length,
+        beam_size=options.beam_size, alpha=options.alpha)
+    return tokens[:, 0], attention[:, 0], log_probs[:, 0]
+  return sample_loop(params, spec, features, key, start_id=start_id, end_id=end_id,
+                     max_length=max_length, greedy=options.method == "greedy",
+                     top_k=options.top_k, temperature=options.temperature)
+
+
+FeatureFn = Callable[[Any, jax.Array], jax.Array]
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "options", "start_id", "end_id",
+                                             "max_length"))
+def decode_jit(params, spec, features, key, options, *, start_id, end_id, max_length):
+  """`decode`, compiled once per (spec, options, shapes)."""
+  return decode(params, spec, features, key, options, start_id=start_id, end_id=end_id,
+                max_length=max_length)
+
+
+@functools.partial(jax.jit, static_argnames=("feature_fn", "spec", "options", "start_id",
+                                             "end_id", "max_length"))
+def caption_images(feature_fn: FeatureFn, encoder_params, params, spec, images: jax.Array,
+                   key: jax.Array, options: DecodeOptions, *, start_id: int, end_id: int,
+                   max_length: int):
+  """Images (B, H, W, 3) in [0, 1] -> `decode`'s outputs, encoder and loop in one compiled
+  call (`feature_fn(encoder_params, images) -> (B, P, D)` is the frozen encoder)."""
+  features = feature_fn(encoder_params, images).astype(jnp.float32)
+  return decode(params, spec, features, key, options, start_id=start_id, end_id=end_id,
+                max_length=max_length)
+
+
+def batch_size_bucket(n: int, cap: int) -> int:
+  """The compiled batch size for n rows: the next power of two, at most `cap`."""
+  size = 1
+  while size < n:
+    size *= 2
+  return max(min(size, cap), 1)
+
+
+def pad_rows(rows: np.ndarray, size: int) -> np.ndarray:
+  """rows (n, ...) -> (size, ...) by repeating the last row (its outputs are dropped)."""
+  if len(rows) >= size:
+    return rows
+  return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
+
+
+def caption_features(params, spec, features, options: DecodeOptions, *, start_id: int,
+                     end_id: int, max_length: int, batch_size: int = 128) -> np.ndarray:
+  """Tokens (N, L) for features (N, P, D) (any array-like, e.g. a memory map), decoded in
+  batches of one compiled shape (the last padded)."""
+  key = jax.random.key(options.seed)
+  batch_size = batch_size_bucket(len(features), batch_size)
+  out = []
+  for start in range(0, len(features), batch_size):
+    chunk = np.asarray(features[start:start + batch_size], np.float32)
+    tokens, _, _ = decode_jit(params, spec, pad_rows(chunk, batch_size),
+                              jax.random.fold_in(key, start), options, start_id=start_id,
+                              end_id=end_id, max_length=max_length)
+    out.append(np.asarray(tokens)[:len(chunk)])
+  return np.concatenate(out) if out else np.zeros((0, max_length), np.int32)
