@@ -55,8 +55,9 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
   without annotations is an error. Raises ValueError (naming the file) for malformed files.
   """
   from jaxcap import metrics  # pylint: disable=g-import-not-at-top
-  references = metrics.load_coco_annotations(annotations)
-  candidates = metrics.load_coco_results(results)
+  from jaxcap.data import coco_json  # pylint: disable=g-import-not-at-top
+  references = coco_json.read_captions(annotations)
+  candidates = coco_json.read_results(results)
   unknown = [k for k in candidates if k not in references]
   if unknown:
     known = {str(k): k for k in references}
@@ -81,7 +82,8 @@ def caption_split(args, use_java) -> dict:
 
   captioner = Captioner(args.workdir)
   config = captioner.config
-  split = sources.splits(config.data, encoders.image_size(config.encoder))[args.split]
+  split = sources.splits(config.data, encoders.image_size(config.encoder),
+                         encoders.resize_method(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
                            split.load, split.files and split.files[:args.limit])

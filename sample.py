@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     jax.config.update("jax_compilation_cache_dir", os.path.join(args.cache_dir, "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import decoding, images as image_io, viz  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jaxcap import decoders, decoding, images as image_io, viz
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
 
   try:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
   loaded: list[tuple[str, np.ndarray]] = []
   for path in args.image:
     try:
-      loaded.append((path, image_io.load_image(path, captioner.image_size)))
+      loaded.append((path, captioner.load_image(path)))
     except image_io.ImageError as e:
       print(f"error: {e}", file=sys.stderr)
       failed = True
@@ -92,8 +93,9 @@ def main(argv=None) -> int:
                                                    options)
     for i, ((path, image), caption) in enumerate(zip(chunk, captions)):
       if args.attention:
-        viz.save_attention_figure(_figure_path(args.attention, path, len(loaded)), image,
-                                  words[i], attention[i], title=caption)
+        viz.save_attention_figure(
+            _figure_path(args.attention, path, len(loaded)), image, words[i], attention[i],
+            title=f"{caption}   ({decoders.attention_description(captioner.spec)})")
       if args.json:
         print(json.dumps({"image": path, "caption": caption}), flush=True)
       else:

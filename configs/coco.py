@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.name = "inception_resnet_v2"
   config.encoder.weights = ""  # "" = $JAXCAP_WEIGHTS_DIR or ~/.keras/models
   config.encoder.image_size = 299  # bilinear resize, aspect not kept, pixels / 255 in [0, 1]
+  # The seed's tf.image.resize (bilinear, no antialiasing), pixel for pixel; Pillow's
+  # antialiased resize ("pil_bilinear") feeds the encoder different pixels.
+  config.encoder.resize = "tf_bilinear"
   config.encoder.batch_size = 32
 
   config.model.decoder = "gru"  # the seed's; see quickstart.py for the others

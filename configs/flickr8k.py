@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.path = ""  # dataset_flickr8k.json
   config.data.image_root = ""  # the folder holding the 8,091 JPEGs
   config.data.use_restval = False
+  config.encoder.resize = "tf_bilinear"  # the seed's encoder input, as in configs/coco.py
   config.data.all_captions = True  # 6,000 train images x 5 captions
   config.data.cache = True
   config.model.vocab_size = 10000

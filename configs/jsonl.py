@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.encoder.name = "mobilenet_v2"
   config.encoder.image_size = 224
+  config.encoder.resize = "pil_bilinear"  # antialiased: photos of any size shrink cleanly
 
   config.model.units = 256
   config.model.vocab_size = 5000

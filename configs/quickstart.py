@@ -28,6 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Input side in pixels (0 = the backbone's standard, 224 for MobileNetV2). 160 gives a 5x5
   # grid, plenty for shapes, and encodes about 2.7x faster on a CPU, so more images fit.
   config.encoder.image_size = 160
+  # Pillow's bilinear, which low-pass filters when shrinking (antialiased): rendered shapes and
+  # large photos keep their thin lines. "tf_bilinear" is the seed's tf.image.resize instead.
+  config.encoder.resize = "pil_bilinear"
   config.encoder.batch_size = 32
 
   config.model = ml_collections.ConfigDict()

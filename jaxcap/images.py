@@ -3,9 +3,14 @@
 Training and sampling both go through `resize`, so an image is preprocessed the same way
 whichever path it takes:
 
-  load_rgb(path)         -> uint8   (H, W, 3), upright, RGB, transparency over white
-  resize(rgb, size)      -> float32 (size, size, 3) in [0, 1]
-  load_image(path, size) == resize(load_rgb(path), size)
+  load_rgb(path)                 -> uint8   (H, W, 3), upright, RGB, transparency over white
+  resize(rgb, size, method)      -> float32 (size, size, 3) in [0, 1]
+  load_image(path, size, method) == resize(load_rgb(path), size, method)
+
+Two bilinear resizes (`RESIZE_METHODS`, the config's `encoder.resize`):
+  "tf_bilinear":  the seed's `tf.image.resize(img, (S, S))` (half-pixel centres, no
+                  antialiasing: shrinking samples 2x2 pixels per output and aliases);
+  "pil_bilinear": Pillow's BILINEAR, which widens its filter when shrinking (antialiased).
 """
 
 from __future__ import annotations
@@ -113,14 +118,52 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     raise fail(f"corrupt or unreadable image data ({type(e).__name__}: {e})") from e
 
 
-def resize(rgb: np.ndarray, size: int) -> np.ndarray:
+RESIZE_METHODS = ("tf_bilinear", "pil_bilinear")
+DEFAULT_RESIZE = "pil_bilinear"  # jaxcap's only resize before `encoder.resize` existed
+
+
+def check_resize_method(method: str) -> str:
+  """`method` if it is one of RESIZE_METHODS; ValueError otherwise."""
+  if method not in RESIZE_METHODS:
+    raise ValueError(f"unknown resize method {method!r}; choose one of "
+                     f"{', '.join(RESIZE_METHODS)}")
+  return method
+
+
+def _tf_axis(in_size: int, out_size: int):
+  """TensorFlow's bilinear sampling along one axis (resize_bilinear_op.cc with half-pixel
+  centres), in float32 as it computes: (lower index, upper index, weight of upper), each
+  (out_size,)."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  x = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+  floor = np.floor(x)
+  lower = np.maximum(floor, 0).astype(np.int64)
+  upper = np.minimum(np.ceil(x), in_size - 1).astype(np.int64)
+  return lower, upper, (x - floor)[:, None]
+
+
+def _tf_bilinear(arr: np.ndarray, size: int) -> np.ndarray:
+  """uint8 (H, W, 3) -> float32 (size, size, 3) in 0..255, as `tf.image.resize` (bilinear,
+  antialias=False) computes it."""
+  arr = arr.astype(np.float32)
+  y0, y1, wy = _tf_axis(arr.shape[0], size)
+  x0, x1, wx = _tf_axis(arr.shape[1], size)
+  wx = wx[None]  # (1, size, 1)
+  top, bottom = arr[y0], arr[y1]  # (size, W, 3) each
+  top = top[:, x0] + (top[:, x1] - top[:, x0]) * wx
+  bottom = bottom[:, x0] + (bottom[:, x1] - bottom[:, x0]) * wx
+  return top + (bottom - top) * wy[:, :, None]
+
+
+def resize(rgb: np.ndarray, size: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [0, 1].
 
-  Bilinear (Pillow's BILINEAR, which also low-pass filters when shrinking), aspect ratio not
-  kept: the seed's `tf.image.resize(img, (S, S)) / 255`. A grayscale (H, W) array is
-  repeated into three channels. Integer arrays must hold values in 0..255; floats are
+  Bilinear by `method` (see `RESIZE_METHODS`), aspect ratio not kept, then / 255: the seed's
+  `tf.image.resize(img, (S, S)) / 255` exactly with "tf_bilinear". A grayscale (H, W) array
+  is repeated into three channels. Integer arrays must hold values in 0..255; floats are
   refused, since they are usually already in [0, 1].
   """
+  check_resize_method(method)
   arr = np.asarray(rgb)
   if arr.ndim == 2:
     arr = np.repeat(arr[:, :, None], 3, axis=2)
@@ -132,15 +175,17 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() > 255):
       raise ValueError(f"resize wants pixels in 0..255, got {arr.min()}..{arr.max()}")
     arr = arr.astype(np.uint8)
+  if method == "tf_bilinear":
+    return _tf_bilinear(arr, size) / np.float32(255.0)
   img = Image.fromarray(arr)
   if img.size != (size, size):
     img = img.resize((size, size), Image.BILINEAR)
   return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
   """An image file -> float32 (size, size, 3) in [0, 1], ready for an encoder.
 
   Raises ImageError (see `load_rgb`).
   """
-  return resize(load_rgb(path), size)
+  return resize(load_rgb(path), size, method)

@@ -7,7 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcap import checkpoints, decoders, decoding, encoders, text, training
+from jaxcap import checkpoints, decoders, decoding, encoders, images, text, training
 
 
 def restore_params(workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
@@ -49,6 +49,12 @@ class Captioner:
   @property
   def image_size(self) -> int:
     return encoders.image_size(self.config.encoder)
+
+  def load_image(self, path) -> np.ndarray:
+    """An image file (a path or a binary file object) as the encoder saw images in training:
+    (S, S, 3) float32 in [0, 1], resized the config's way. Raises images.ImageError."""
+    return images.load_image(path, self.image_size,
+                             encoders.resize_method(self.config.encoder))
 
   def caption(self, images: np.ndarray, key: jax.Array,
               options: decoding.DecodeOptions | None = None, max_length: int | None = None):

@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
-                    metrics, scst, text, training)
+                    logs, metrics, scst, text, training)
 from jaxcap.data import cache, pipeline, sources
 
 
@@ -42,7 +42,8 @@ def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
 def build_data(config, feature_fn, workdir, split_names=("train", "val")):
   """Encodes the splits once; returns the vocabulary and a CaptionSet per non-empty split
   (train must have images)."""
-  splits = sources.splits(config.data, encoders.image_size(config.encoder))
+  splits = sources.splits(config.data, encoders.image_size(config.encoder),
+                          encoders.resize_method(config.encoder))
   encoded = {}
   for name in split_names:
     split = splits[name]
@@ -143,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   phase = (scst.Phase(config, train_set, vocab, spec, rng, compute_dtype=dtype,
                       host_share=host_share) if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:
     print(f"already trained to step {start} (train.num_steps + train.scst_steps = "
@@ -171,6 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_loss = float(np.mean([float(l[0]) for l in window_losses]))
         elapsed = time.perf_counter() - window_start
         last = {"step": done, "train_loss": train_loss,
+                # what the last step used (inject_hyperparams keeps it in the state)
+                "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
                 "steps_per_sec": len(window_losses) / elapsed,
                 **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
@@ -184,13 +187,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             best.save(done, jax.device_get(training.unreplicate(state)), rng,
                       dict(meta, val_cider=best_cider))
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
-        if primary:
-          with disk.writing(metrics_path, "the metrics log"), open(metrics_path, "a") as f:
-            f.write(json.dumps(last) + "\n")
+        with disk.writing(workdir, "the metrics log"):
+          writer.write(done, {k: v for k, v in last.items() if k != "step"})
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
   finally:
     bar.close()
+    writer.close()
     for manager in (ckpt, best):
       manager.wait()
       manager.close()

@@ -1,10 +1,12 @@
+import importlib
 import re
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
-from jaxcap import images
+from jaxcap import encoders, images
 
 
 def save(tmp_path, name, img, **kw):
@@ -153,3 +155,37 @@ def test_resize_contract():
     images.resize(np.zeros((4, 4, 4), np.uint8), 2)
   with pytest.raises(ValueError):
     images.resize(np.full((4, 4, 3), 300, np.int32), 2)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket"])
+def test_tf_bilinear_is_tf_image_resize(name):
+  # The seed's preprocessing, `tf.image.resize(img, (S, S)) / 255`, run by TensorFlow itself.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (slow to import: here only)
+  photo = getattr(skimage.data, name)()  # real photos, 300x451 to 512x512
+  for size in (299, 160, 37, 640):  # the seed's, the quickstart's, a 14x shrink, an enlargement
+    want = (tf.image.resize(photo, (size, size)) / 255).numpy()
+    got = images.resize(photo, size, "tf_bilinear")
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"{name} at {size}")
+
+
+def test_pil_bilinear_antialiases_and_tf_bilinear_does_not():
+  stripes = np.zeros((64, 64, 3), np.uint8)
+  stripes[:, ::4] = 255  # one white column in four: an average grey of 0.25
+  pil = images.resize(stripes, 16, "pil_bilinear")
+  tf_like = images.resize(stripes, 16, "tf_bilinear")
+  # Low-pass filtered: every output mixes white and black (its triangle filter spans 8 columns).
+  assert abs(pil.mean() - 0.25) < 0.01 and 0.15 < pil.min() and pil.max() < 0.35
+  # Each output reads columns 4i+1 and 4i+2 only, both black: the white ones vanish.
+  np.testing.assert_array_equal(tf_like, 0.0)
+  with pytest.raises(ValueError, match="unknown resize method"):
+    images.resize(stripes, 16, "bicubic")
+
+
+def test_every_config_names_its_resize():
+  for name in ("quickstart", "jsonl", "coco", "flickr8k"):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert encoders.resize_method(config.encoder) in images.RESIZE_METHODS, name
+    assert "resize" in config.encoder, name  # set, not left to the default for old configs
+  # the seed's tf.image.resize for the seed's config
+  assert importlib.import_module("configs.coco").get_config().encoder.resize == "tf_bilinear"

@@ -7,7 +7,9 @@ import pytest
 
 from jaxcap.encoders import inception_resnet_v2 as irv2
 
-SIZE = 75  # the smallest input InceptionResNetV2 takes; keeps the test fast
+# 139 px gives a 3x3 grid (299 px: 8x8), so positions in the wrong order would differ; at the
+# smallest size, 75 px, the grid is 1x1 and the order could not be seen.
+SIZE = 139
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +35,17 @@ def test_features_equal_keras(keras_model_and_file):
   model, path = keras_model_and_file
   params = irv2.load_params(path)
   images = np.random.default_rng(1).random((2, SIZE, SIZE, 3), np.float32)
-  expected = np.asarray(model.predict_on_batch(images))  # (2, 1, 1, 1536)
+  expected = np.asarray(model.predict_on_batch(images))  # (2, 3, 3, 1536)
+  assert expected.shape[1:3] == (3, 3)
   with jax.default_matmul_precision("highest"):
     got = jax.jit(irv2.features)(params, images)
   assert got.shape == (2, expected.shape[1] * expected.shape[2], irv2.FEATURE_DIM)
   np.testing.assert_allclose(got, expected.reshape(got.shape), atol=1e-4, rtol=0)
   assert np.abs(expected).max() > 0.1  # a meaningful comparison, not zeros
+  # ... and one that sees the grid order: the positions differ from each other, and from the
+  # column-major order, by far more than the tolerance.
+  columns_first = expected.transpose(0, 2, 1, 3).reshape(got.shape)
+  assert np.abs(columns_first - expected.reshape(got.shape)).max() > 100 * 1e-4
 
 
 def test_missing_weights_file_says_what_and_where(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """jaxcap.metrics and evaluate.py against pycocoevalcap's own classes, called live in the test.
 
 Java (the PTB tokenizer and METEOR) is needed: without it these tests fail, unless
-JAXCAP_ALLOW_NO_JAVA=1, which skips the comparisons that need it.
+JAXCAP_ALLOW_NO_JAVA=1, which skips the comparisons that need it (the `java` fixture in
+conftest.py).
 """
 
 import contextlib
@@ -20,7 +21,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from jaxcap import metrics
+from jaxcap import metrics, ptb_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,33 +48,6 @@ REFERENCES = {
 CANDIDATES = {1: "a dog is jumping over a fence", 2: "Two people walking in the rain.",
               3: "a flock of birds on the beach", 4: "A hot-dog with mustard!",
               5: "toys on the floor of a room", 6: "a stop sign on a street corner"}
-
-# More caption-like text for the tokenizer comparison (one Java run).
-TRICKY = [
-    "I can't believe it won't stop; they cannot go.", "We're gonna wanna see the U.S.A. today",
-    "The '90s-style o'clock tower, rock 'n' roll.", "A t-shirt and an e-mail at 3 p.m. on 5/6.",
-    "He paid $5 for 50% off the #1 item & more.", "A 3.5 inch, 1,000-pound, 10:30 train",
-    "A caf\u00e9 na\u00efve fa\u00e7ade \u2014 with \u201cquotes\u201d and \u2018single\u2019 "
-    "ones\u2026", "Mr. Smith and Dr. Jones at St. Louis, etc.", "No. 5 and no. 7 and the No.",
-    "A dog (black) [white] {brown}", "A man -- who runs -- away - fast", "Really?! Yes!!! No???",
-    "\"Quoted\" words and 'single quoted' words", "I'd you'll she'd they've I'm", "JOHN'S CAR "
-    "ISN'T RED", "the dogs' bowls", "O'Neil and O'Brien's pub", "A 10-year-old boy and a "
-    "2 1/2 inch cake", "e.g. something i.e. other", "and/or w/ w/o 24/7", "AT&T and b&w and "
-    "Q&A", "\u20ac5 and \u00a35 and \u00bd", "ma'am y'all 'em 'til", "it\u2019s a dog\u2019s "
-    "bone, don\u2019t", "a  photo\tof   a cat .", "", "...", "   ", "a dog., a cat; no. 5 . . .",
-    # The Java tokenizer looks at the next line: "b." loses its period before "The", "No." keeps
-    # it before a number; `tokenize` sees the same next line.
-    "A sign with the letter b.", "The end.", "Room No.", "5 dogs", "they're here"]
-
-
-@pytest.fixture(scope="module")
-def java():
-  if not metrics.java_available():
-    if os.environ.get("JAXCAP_ALLOW_NO_JAVA") == "1":
-      pytest.skip("no working java (JAXCAP_ALLOW_NO_JAVA=1)")
-    pytest.fail("these tests need a working `java` on PATH (pycocoevalcap's PTB tokenizer and "
-                "METEOR run on it); set JAXCAP_ALLOW_NO_JAVA=1 to skip them")
-
 
 @pytest.fixture(scope="module")
 def reference(java):
@@ -108,37 +82,9 @@ def test_scores_equal_pycocoevalcap(reference, capsys):
 def test_python_tokenizer_gives_java_tokens(reference):
   _, gts, res = reference
   for k, captions in REFERENCES.items():
-    assert [metrics.ptb_tokenize_python(c) for c in captions] == gts[k]
-    assert metrics.ptb_tokenize_python(CANDIDATES[k]) == res[k][0]
-  assert metrics.tokenize(REFERENCES, use_java=False) == gts
-
-
-def test_python_tokenizer_on_tricky_captions(java):
-  del java
-  captions = {i: [c] for i, c in enumerate(TRICKY)}
-  with contextlib.redirect_stdout(io.StringIO()):
-    expected = PTBTokenizer().tokenize({k: [{"caption": c} for c in v]
-                                        for k, v in captions.items()})
-  got = metrics.tokenize(captions, use_java=False)
-  mismatches = [(TRICKY[k], expected[k][0], got[k][0]) for k in captions
-                if expected[k] != got[k]]
-  assert not mismatches
-  spot = {c: got[k][0] for k, c in enumerate(TRICKY)}  # a few known outputs
-  assert spot["I can't believe it won't stop; they cannot go."] == (
-      "i ca n't believe it wo n't stop they can not go")
-  assert spot["A dog (black) [white] {brown}"] == "a dog -lrb- black -rrb- -lsb- white -rsb- " \
-      "-lcb- brown -rcb-"
-  assert spot["Really?! Yes!!! No???"] == "really ?! yes !!! no ???"
-
-
-def test_java_tokenizer_survives_line_breaks_inside_captions(java):
-  # pycocoevalcap writes one caption per line and only replaces "\n": a "\r" would shift every
-  # later caption onto the wrong image. jaxcap turns such characters into spaces first.
-  del java
-  captions = {1: ["a dog\ron a\u2028mat", "a cat\x0c"], 2: ["two birds"], 3: ["a\x0bcar"]}
-  want = {1: ["a dog on a mat", "a cat"], 2: ["two birds"], 3: ["a car"]}
-  assert metrics.tokenize(captions, use_java=True) == want
-  assert metrics.tokenize(captions, use_java=False) == want
+    assert [ptb_tokenizer.tokenize_python(c) for c in captions] == gts[k]
+    assert ptb_tokenizer.tokenize_python(CANDIDATES[k]) == res[k][0]
+  assert ptb_tokenizer.tokenize(REFERENCES, use_java=False) == gts
 
 
 def test_without_java_scores_match_and_meteor_is_unavailable(reference):
@@ -205,39 +151,6 @@ def write_fixture(tmp_path):
   (tmp_path / "ann.json").write_text(json.dumps(annotations))
   (tmp_path / "res.json").write_text(json.dumps(results))
   return tmp_path / "ann.json", tmp_path / "res.json"
-
-
-def test_loaders(tmp_path):
-  ann, res = write_fixture(tmp_path)
-  assert metrics.load_coco_annotations(ann) == REFERENCES
-  assert metrics.load_coco_results(res) == CANDIDATES
-
-  def fails(loader, content, message):
-    path = tmp_path / "bad.json"
-    path.write_text(content if isinstance(content, str) else json.dumps(content))
-    with pytest.raises(ValueError, match=message) as e:
-      loader(path)
-    assert "bad.json" in str(e.value)
-
-  fails(metrics.load_coco_annotations, "{not json", "not valid JSON")
-  fails(metrics.load_coco_annotations, [], "expected an object with an 'annotations' list")
-  fails(metrics.load_coco_annotations, {"annotations": [{"image_id": 1}]},
-        "annotation 0 lacks")
-  fails(metrics.load_coco_annotations, {"annotations": [{"image_id": 1, "caption": 3}]},
-        "not a string")
-  fails(metrics.load_coco_annotations, {"annotations": [{"image_id": [1], "caption": "a"}]},
-        "expected an integer or a string")
-  fails(metrics.load_coco_annotations, {"annotations": []}, "no annotations")
-  fails(metrics.load_coco_results, {"image_id": 1, "caption": "a"}, "expected a JSON list")
-  fails(metrics.load_coco_results, [], "no results")
-  fails(metrics.load_coco_results, [{"image_id": 1}], "result 0 lacks")
-  fails(metrics.load_coco_results, [{"image_id": 1, "caption": "a"},
-                                    {"image_id": 1, "caption": "b"}],
-        "image_id 1 has more than one result")
-  with pytest.raises(FileNotFoundError, match="missing.json"):
-    metrics.load_coco_results(tmp_path / "missing.json")
-  with pytest.raises(ValueError, match="cannot read"):
-    metrics.load_coco_results(tmp_path)  # a directory
 
 
 def test_format_table():

@@ -1,4 +1,5 @@
-"""bfloat16 compute with float32 parameters and loss: runs on CPU, lands near float32."""
+"""bfloat16 compute with float32 parameters and loss: runs on CPU and follows float32 closely,
+also far from initialisation, where the loss depends on what the model has learned."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 from jaxcap import decoders, training
 
 
-def test_bfloat16_loss_and_step_close_to_float32():
+def test_bfloat16_loss_and_training_follow_float32():
   rng = np.random.default_rng(0)
   features = rng.normal(size=(8, 9, 32)).astype(np.float32)
   tokens = rng.integers(2, 50, size=(8, 12)).astype(np.int32)
@@ -16,17 +17,27 @@ def test_bfloat16_loss_and_step_close_to_float32():
   params = decoders.init(jax.random.key(0), spec)
   f32 = float(training.loss(params, spec, features, tokens))
   bf16 = float(training.loss(params, spec, features, tokens, jnp.bfloat16))
-  assert abs(bf16 - f32) / f32 < 2e-2 and bf16 != f32  # really computed in bfloat16
+  # bfloat16 rounds to 2^-9 = 0.2% relative; the loss, summed in float32, lands much closer
+  # (measured 6e-5 relative).
+  assert abs(bf16 - f32) / f32 < 1e-3 and bf16 != f32  # really computed in bfloat16
 
-  optimizer = training.keras_adam(1e-3)
+  # 40 steps at a high learning rate memorise the batch: the loss falls from log(50) = 3.9 to
+  # about 0.01, where a loss rounded in bfloat16 would be off by far more than this tolerance
+  # (measured: at most 0.7% apart, step by step).
+  optimizer = training.keras_adam(1e-2)
   losses = {}
-  for name, dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+  for dtype in (jnp.float32, jnp.bfloat16):
     state = training.replicate(training.init_state(params, optimizer))
     step = training.make_train_step(optimizer, spec, dtype)
     n = jax.local_device_count()
-    for _ in range(5):
+    curve = []
+    for _ in range(40):
       state, loss = step(state, training.shard(features, n), training.shard(tokens, n))
+      curve.append(float(loss[0]))
     final = training.unreplicate(state)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(final.params))
-    losses[name] = float(loss[0])
-  assert abs(losses["bf16"] - losses["f32"]) / losses["f32"] < 3e-2
+    losses[dtype] = np.array(curve)
+  f32, bf16 = losses[jnp.float32], losses[jnp.bfloat16]
+  assert f32[-1] < f32[0] / 100  # trained far from initialisation
+  np.testing.assert_allclose(bf16, f32, rtol=1.5e-2, atol=0)
+  assert (bf16 != f32).any()

@@ -1,6 +1,7 @@
-"""Two processes on localhost (CPU collectives through gloo) train the same parameters as one
-process on the same global batch."""
+"""Two processes on localhost (CPU collectives through gloo): each feeds its own rows of the
+global batch, and together they train the same parameters as one process."""
 
+import json
 import os
 import socket
 import subprocess
@@ -8,8 +9,9 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
-from jaxcap import checkpoints, decoders, inference
+from jaxcap import checkpoints, decoders, inference, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["train.py", "--config", "configs/quickstart.py",
@@ -33,6 +35,55 @@ def first_error(stderr: str) -> str:
   return "\n".join(lines[start:start + 40])
 
 
+# Each process takes its rows of one global batch with `trainer.host_share`; a psum across the
+# processes then adds up what all of them fed.
+SHARE_SCRIPT = """
+import json, sys
+import jax
+import numpy as np
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from jaxcap import trainer, training
+batch = np.arange(8 * 2).reshape(8, 2)  # row i is (2i, 2i + 1)
+mine = trainer.host_share(batch)
+fed = jax.pmap(lambda x: jax.lax.psum(x, "d"), axis_name="d")(training.shard(mine))
+print(json.dumps({"rows": (mine[:, 0] // 2).tolist(),
+                  "fed": np.asarray(fed)[0].sum(axis=0).tolist()}))
+"""
+
+
+def run_processes(args_of, env):
+  """Runs two processes (args_of(i) for i = 0, 1) to the end; their stdouts, or a failure
+  that shows each failing process's first error."""
+  procs = [subprocess.Popen([sys.executable] + args_of(i), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  # When one process fails the other usually aborts too; show the first error of each.
+  failures = [f"process {i} exited {p.returncode}:\n{first_error(err)}"
+              for i, (p, (_, err)) in enumerate(zip(procs, outputs)) if p.returncode != 0]
+  assert not failures, "\n\n".join(failures)
+  return [out for out, _ in outputs]
+
+
+def test_each_process_feeds_its_own_rows():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  address = f"127.0.0.1:{free_port()}"
+  outputs = run_processes(lambda i: ["-c", SHARE_SCRIPT, address, str(i)], env)
+  shares = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+  assert shares[0]["rows"] == [0, 1, 2, 3] and shares[1]["rows"] == [4, 5, 6, 7]
+  # Across both processes, every row of the batch is fed exactly once.
+  batch = np.arange(8 * 2).reshape(8, 2)
+  assert shares[0]["fed"] == shares[1]["fed"] == batch.sum(axis=0).tolist()
+
+
+def test_host_share_refuses_an_uneven_split(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  with pytest.raises(ValueError, match="multiple of the number of processes"):
+    trainer.host_share(np.zeros((8, 2)))
+
+
 def final_params(workdir):
   params, _, _ = inference.restore_params(workdir)
   return params
@@ -45,21 +96,14 @@ def test_two_processes_equal_one(tmp_path):
   assert single.returncode == 0, single.stderr[-3000:]
 
   port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable] + ARGS + ["--workdir", str(tmp_path / "two"),
-                                 f"--coordinator_address=127.0.0.1:{port}",
-                                 "--num_processes=2", f"--process_id={i}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  # When one process fails the other usually aborts too; show the first error of each.
-  failures = [f"process {i} exited {p.returncode}:\n{first_error(err)}"
-              for i, (p, (_, err)) in enumerate(zip(procs, outputs)) if p.returncode != 0]
-  assert not failures, "\n\n".join(failures)
+  run_processes(lambda i: ARGS + ["--workdir", str(tmp_path / "two"),
+                                  f"--coordinator_address=127.0.0.1:{port}",
+                                  "--num_processes=2", f"--process_id={i}"], env)
 
   one, two = final_params(tmp_path / "one"), final_params(tmp_path / "two")
   meta = checkpoints.Checkpoints(tmp_path / "one", read_only=True).restore_meta()
-  initial = decoders.init(jax.random.key(0), decoders.spec_from_meta(meta))  # the quickstart's config.seed is 0
+  # The quickstart's config.seed is 0.
+  initial = decoders.init(jax.random.key(0), decoders.spec_from_meta(meta))
   largest = lambda a, b: max(jax.tree.leaves(jax.tree.map(
       lambda x, y: float(np.abs(np.asarray(x) - np.asarray(y)).max()), a, b)))
   assert largest(one, initial) > 1e-3  # training moved the parameters

@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxcap import images
 from jaxcap.data import pipeline, sources
 
 
@@ -34,7 +35,7 @@ def fake_coco(self, split, **unused):
 def test_mock_coco_captions():
   config = ml_collections.ConfigDict({"source": "tfds_coco", "use_restval": True})
   with tfds.testing.mock_data(as_dataset_fn=fake_coco):
-    splits = sources.splits(config, 32)
+    splits = sources.splits(config, 32, "tf_bilinear")
     train, val = splits["train"], splits["val"]
     assert len(train) == 10 and len(val) == 5  # train + restval
     assert all(k.startswith("coco/") for k in train.keys)
@@ -48,5 +49,10 @@ def test_mock_coco_captions():
     assert list(kept) == list(range(5)) and features.shape == (5, 16, 3)
     # Streaming gives image i, not just "the next one": re-reading matches.
     np.testing.assert_array_equal(val.load(3), val.load(3))
+    # The resize asked for is the one used: example 3 of val is (27, 40) pixels.
+    rgb = fake_coco(None, "val").skip(3).take(1).get_single_element()["image"].numpy()
+    np.testing.assert_array_equal(val.load(3), images.resize(rgb, 32, "tf_bilinear"))
+    del config.use_restval  # unset: jaxcap.data.USE_RESTVAL, train only, as the seed
+    assert len(sources.splits(config, 32, "tf_bilinear")["train"]) == 5
     np.testing.assert_array_equal(features[1].astype(np.float32),
                                   val.load(1).reshape(-1, 3)[::64].astype(np.float16))

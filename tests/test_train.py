@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from jaxcap import checkpoints, inference
 
@@ -45,6 +46,16 @@ def test_training_writes_checkpoint_logs_and_vocab(trained):
   assert lines[-1]["train_loss"] < lines[0]["train_loss"]
   assert json.loads((trained / "vocab.json").read_text())["tokens"][:2] == ["", "[UNK]"]
   assert checkpoints.Checkpoints(trained, read_only=True).latest_step() == 8
+  # The same scalars in TensorBoard's event files, read by TensorBoard's own reader.
+  events = event_accumulator.EventAccumulator(str(trained))
+  events.Reload()
+  for key in ("train_loss", "learning_rate", "steps_per_sec", "val_loss", "val_bleu4",
+              "val_cider", "val_exact_match"):
+    logged = [l for l in lines if key in l]
+    assert [e.step for e in events.Scalars(key)] == [l["step"] for l in logged], key
+    assert [e.value for e in events.Scalars(key)] == pytest.approx([l[key] for l in logged]), key
+  assert [e.step for e in events.Scalars("val_cider")] == [4, 8]
+  assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
 def test_rerun_resumes_from_latest(trained, tmp_path):

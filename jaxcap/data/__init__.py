@@ -3,9 +3,15 @@
 import json
 import os
 
+# Whether Karpathy's "restval" images (30,504 for COCO) join train, when `data.use_restval` is
+# not set: no, as in the seed, which trains on TFDS coco_captions' `train` split only. Both
+# sources that have restval (karpathy, tfds_coco) read this one default.
+USE_RESTVAL = False
+
 
 def read_json(path: str | os.PathLike, what: str):
-  """A JSON file's content; a missing or malformed file raises an error naming it."""
+  """A JSON file's content. A missing file raises FileNotFoundError, an unreadable or malformed
+  one ValueError, naming it."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
@@ -13,3 +19,5 @@ def read_json(path: str | os.PathLike, what: str):
     raise FileNotFoundError(f"{what} file not found: {path}") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from None
+  except OSError as e:  # a directory, no permission, ...
+    raise ValueError(f"{path}: cannot read {what} file ({e.strerror or e})") from None

@@ -3,8 +3,8 @@ plus an image root: the format most captioning work uses.
 
 Each entry of "images" has "filename" (and for COCO "filepath", e.g. "val2014"), "split"
 ("train", "val", "test" or "restval") and "sentences" with each caption's "raw" text.
-"restval" joins train when `use_restval` (the usual practice; Karpathy's COCO split has
-82,783 train + 30,504 restval images).
+"restval" joins train when `use_restval` (common practice, but off by default as in the seed:
+Karpathy's COCO split has 82,783 train + 30,504 restval images).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from jaxcap.data import read_json
 
 
-def read(path: str, image_root: str, use_restval: bool = True
+def read(path: str, image_root: str, use_restval: bool
          ) -> dict[str, list[tuple[str, list[str]]]]:
   """{split: [(image path, [captions])]} from a Karpathy split file."""
   data = read_json(path, "Karpathy split")

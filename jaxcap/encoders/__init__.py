@@ -22,3 +22,10 @@ def get(name: str) -> types.ModuleType:
 def image_size(encoder_config) -> int:
   """The input size a config asks for: `encoder.image_size`, or the backbone's standard one."""
   return encoder_config.get("image_size", 0) or get(encoder_config.name).IMAGE_SIZE
+
+
+def resize_method(encoder_config) -> str:
+  """How images are resized to `image_size` (`jaxcap.images.RESIZE_METHODS`): the config's
+  `encoder.resize`, checked; configs older than that field used Pillow's."""
+  from jaxcap import images  # pylint: disable=g-import-not-at-top
+  return images.check_resize_method(encoder_config.get("resize", images.DEFAULT_RESIZE))
