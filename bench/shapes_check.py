@@ -75,7 +75,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--count", type=int, default=100)
-  p.add_argument("--seed", type=int, default=2024, help="the scenes' seed")
+  p.add_argument("--scenes_seed", type=int, default=2024, help="the scenes' seed")
   p.add_argument("--checkpoint", default=None, help="latest, best or a step (default: the "
                  "loader's default)")
   p.add_argument("--show_errors", action="store_true")
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
   captioner = inference.Captioner(args.workdir, **kwargs)
   default = decode_options.DecodeOptions("greedy")  # exact match is a greedy measure
   options = decode_options.options_from_flags(args, default)
-  rng = np.random.default_rng(args.seed)
+  rng = np.random.default_rng(args.scenes_seed)
   scenes = [draw_scene(rng) for _ in range(args.count)]
   with tempfile.TemporaryDirectory() as folder:  # through files, as sample.py reads them
     paths = [os.path.join(folder, f"{i}.png") for i in range(len(scenes))]
