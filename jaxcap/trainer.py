@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
-                    faults, logs, metrics, text, training, workdir as workdir_lib)
+                    faults, logs, metrics, scst, text, training, workdir as workdir_lib)
 from jaxcap.data import cache, pipeline, sources
 
 
@@ -181,21 +181,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
   eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
-  num_steps = config.train.num_steps
+  ce_steps = config.train.num_steps
+  # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
+  num_steps = ce_steps + scst.Settings.from_config(config.train).steps
+  phase = (scst.Phase(config, train_set, vocab, spec, rng, compute_dtype=dtype,
+                      host_share=host_share) if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:
-    print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
+    print(f"already trained to step {start} (train.num_steps + train.scst_steps = "
+          f"{num_steps}); nothing to do")
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
                   dynamic_ncols=True, disable=not primary)
   window_start, window_losses = time.perf_counter(), []
   try:
     for step in range(start, num_steps):
-      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step,
-                                           config.train.length_buckets)
-      feats, tokens = host_share(feats), host_share(tokens)
-      state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      if step < ce_steps:
+        feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed,
+                                             step, config.train.length_buckets)
+        feats, tokens = host_share(feats), host_share(tokens)
+        state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      else:
+        state, loss = phase.step(state, step)
       if window_losses:
         # One step in flight at most: a long queue of un-awaited collectives can deadlock
         # CPU devices, and the host gains nothing from running further ahead.
@@ -209,7 +217,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         last = {"step": done, "train_loss": train_loss,
                 # what the last step used (inject_hyperparams keeps it in the state)
                 "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
-                "steps_per_sec": len(window_losses) / elapsed}
+                "steps_per_sec": len(window_losses) / elapsed,
+                **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
