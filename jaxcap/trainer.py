@@ -184,8 +184,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   ce_steps = config.train.num_steps
   # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
   num_steps = ce_steps + scst.Settings.from_config(config.train).steps
-  phase = (scst.Phase(config, train_set, vocab, spec, rng, compute_dtype=dtype,
-                      host_share=host_share) if num_steps > max(start, ce_steps) else None)
+  phase = (scst.Phase(config, train_set, vocab, spec, jax.random.key(config.seed),
+                      compute_dtype=dtype, host_share=host_share)
+           if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
