@@ -198,7 +198,8 @@ def file_split(tmp_path, count=6):
   for i, path in enumerate(paths):
     if not os.path.exists(path):
       write_png(path, 20 * i)
-  return sources.file_splits({"train": [(p, ["a caption"]) for p in paths]}, 8)["train"]
+  return sources.file_splits({"train": [(p, ["a caption"]) for p in paths]}, 8,
+                             "pil_bilinear")["train"]
 
 
 def mean_colour(images):  # a toy encoder: (B, 8, 8, 3) -> (B, 1, 3)
