@@ -26,16 +26,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.image_size = 224
   config.encoder.resize = "pil_bilinear"  # antialiased: photos of any size shrink cleanly
 
+  # On real images (the emoji set, unseen test emoji) the seed's own GRU scored best of the
+  # decoders measured (README "Decoders"); the quickstart's two GRU options, which the
+  # shapes' layout grammar needs, cost CIDEr there (about 87 vs 102, two seeds each).
+  config.model.decoder = "gru"
   config.model.units = 256
   config.model.vocab_size = 5000
   config.model.max_length = 32
-  config.model.grid_position_embedding = True
-  config.model.init_hidden_from_image = True
+  config.model.grid_position_embedding = False
+  config.model.init_hidden_from_image = False
 
+  # A few hundred to a few thousand images are learnt by heart in about 1,000 steps, and
+  # validation loss rises after that: validate often and caption with best/ (the
+  # checkpoint with the best validation CIDEr, which sample.py and evaluate.py load).
   config.train.batch_size = 32
-  config.train.num_steps = 3000
+  config.train.num_steps = 1500
   config.train.length_buckets = (16, 24, 32)
-  config.train.eval_every = 500
+  config.train.eval_every = 250
   config.train.eval_examples = 256
-  config.train.checkpoint_every = 500
+  config.train.checkpoint_every = 250
   return config
