@@ -52,6 +52,26 @@ def coco_like_tokens(rng: np.random.Generator, batch: int, length: int) -> np.nd
   return tokens
 
 
+def all_real_tokens(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+  """Captions that fill every position (<start> first, no padding): nothing to skip."""
+  tokens = rng.integers(4, VOCAB, size=(batch, length)).astype(np.int32)
+  tokens[:, 0] = START
+  return tokens
+
+
+def batch_tokens(rng: np.random.Generator, captions: str, batch: int, length: int):
+  """"coco" (`coco_like_tokens`) or "full" (`all_real_tokens`) captions (batch, length)."""
+  return (coco_like_tokens if captions == "coco" else all_real_tokens)(rng, batch, length)
+
+
+def decoder_spec(kind: str, length: int = LENGTH) -> decoders.DecoderSpec:
+  """Each decoder at the seed's sizes; the transformer with 2 layers of 8 heads."""
+  extra = {"gru": {}, "gru_mha": dict(num_heads=8),
+           "transformer": dict(num_heads=8, num_layers=2)}[kind]
+  return decoders.DecoderSpec(kind, vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
+                              positions=POSITIONS, max_length=length, **extra)
+
+
 def analytic_flops(batch: int, length: int) -> float:
   """Matmul FLOPs of one train step by hand: forward, plus twice that backward (the encoder
   Dense once more only: its input, the features, needs no gradient)."""
