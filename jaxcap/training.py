@@ -8,7 +8,7 @@ update as one device on the same global batch.
 The loss projects only the positions that have a real target. The seed pads captions to 64
 tokens and projects every position onto the 20,000-word vocabulary, then multiplies most of
 the cross-entropies by zero (COCO captions average about 12 words). Here the host, which
-holds the tokens, lists each device's real target positions (`pack_positions`); the device
+holds the tokens, lists each device's real target positions (`pack_batch`); the device
 gathers those rows of the decoder's outputs into a packed (N, U) matrix and projects,
 softmaxes and differentiates only there. N is rounded up to one of a few sizes
 (`packed_size`: at most 1/8 padding rows) so the number of compiled programs stays small;
@@ -59,7 +59,7 @@ def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
   """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D).
 
   `dropout_rng` None = no dropout (evaluation). `positions` (N,) int: the flat indices into
-  (B * T) of the positions to project (`pack_positions`), which must include every real
+  (B * T) of the positions to project (`pack_batch`), which must include every real
   target; None projects all B * T. Either way the result is the same.
   """
   # Mixed precision: float32 master weights, `compute_dtype` matmuls, float32 loss.
@@ -82,32 +82,49 @@ def packed_size(count: int, limit: int) -> int:
   return min(-(-count // granule) * granule, limit)
 
 
-def pack_positions(tokens: np.ndarray) -> np.ndarray | None:
-  """Host side: per device, the flat positions of the real targets of tokens (n, b, T).
+LENGTH_MULTIPLE = 8  # the step trims trailing all-padding columns to a multiple of this
 
-  Returns (n, N) int32, N = `packed_size` of the largest per-device count (agreed across
-  processes, which must compile the same program), each row padded with position T - 1 of
-  its first caption, whose target is always padding; None when N would cover every
-  position anyway (nothing to skip: the padded computation, without a gather).
+
+def pack_batch(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+  """Host side: the work a batch of captions (n devices, b, T) really needs.
+
+  Returns:
+    tokens (n, b, T'): the columns after the last real token dropped, T' rounded up to a
+      multiple of `LENGTH_MULTIPLE` (outputs depend only on earlier tokens, so the loss is
+      unchanged; the seed pads every caption to 64 where COCO's longest in a batch of 32 is
+      about 20);
+    positions (n, N) int32: per device, the flat positions (into b * T') of the real
+      targets, N = `packed_size` of the largest per-device count, each row padded with
+      position T' - 1 of its first caption, whose target is always padding; None when N
+      would cover every position anyway (nothing to skip: no gather).
+  Both sizes are agreed across processes, which must run the same program.
   """
   tokens = np.asarray(tokens)
   n, b, length = tokens.shape
+  used = np.flatnonzero((tokens != 0).any(axis=(0, 1)))
+  keep = -(-(int(used[-1]) + 1 if used.size else 1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
   real = np.zeros((n, b, length), bool)  # shift_targets(tokens) != 0, on the host
   real[..., :-1] = tokens[..., 1:] != 0
-  real = real.reshape(n, b * length)
-  counts = real.sum(axis=1)
-  most = int(counts.max())
+  most = int(real.reshape(n, -1).sum(axis=1).max())
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    most = int(np.max(multihost_utils.process_allgather(np.int32(most))))
+    keep, most = (int(v) for v in np.max(
+        multihost_utils.process_allgather(np.array([keep, most], np.int32)), axis=0))
+  length = min(keep, length)
+  tokens, real = tokens[..., :length], real[..., :length].reshape(n, b * length)
   size = packed_size(most, b * length)
   if size >= b * length:
-    return None
+    return tokens, None
   positions = np.full((n, size), length - 1, np.int32)
   for d in range(n):
     where = np.flatnonzero(real[d])
     positions[d, :len(where)] = where
-  return positions
+  return tokens, positions
+
+
+def _sum_devices(tree):
+  """psum over the devices; skipped on one device, where it would only copy every gradient."""
+  return tree if jax.lax.axis_size(AXIS) == 1 else jax.lax.psum(tree, AXIS)
 
 
 def loss(params, spec: decoders.DecoderSpec, features, tokens,
@@ -160,7 +177,7 @@ def _train_step(state: TrainState, features, tokens, positions, *, optimizer, sp
                 compute_dtype, dropout_seed):
   """Runs per device on its slice: features (b, P, D), tokens (b, T), positions (N,) or
   None (see `loss_terms`)."""
-  count = jax.lax.psum(jnp.sum((shift_targets(tokens) != 0).astype(jnp.float32)), AXIS)
+  count = _sum_devices(jnp.sum((shift_targets(tokens) != 0).astype(jnp.float32)))
   count = jnp.maximum(count, 1.0)
   # Dropout masks are a function of (seed, step, device): a resumed run draws the same ones.
   dropout_rng = None
@@ -174,33 +191,34 @@ def _train_step(state: TrainState, features, tokens, positions, *, optimizer, sp
     return total / count  # this device's share of the global masked mean
 
   local, grads = jax.value_and_grad(local_loss)(state.params)
-  grads = jax.lax.psum(grads, AXIS)
+  grads = _sum_devices(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_state = TrainState(
       step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
   )
-  return new_state, jax.lax.psum(local, AXIS)
+  return new_state, _sum_devices(local)
 
 
 def _eval_step(params, features, tokens, positions, *, spec, compute_dtype):
   total, count = loss_terms(params, spec, features, tokens, compute_dtype, None, positions)
-  return jax.lax.psum(total, AXIS), jax.lax.psum(count, AXIS)
+  return _sum_devices((total, count))
 
 
 class PackedStep:
   """A pmap-ped function of (first, features, tokens, positions), called as
-  `step(first, features (n, b, P, D), tokens (n, b, T))`: the host adds the packed target
-  positions (`pack_positions`) of the tokens it is given.
+  `step(first, features (n, b, P, D), tokens (n, b, T))`: the host trims the tokens and
+  lists their real target positions (`pack_batch`).
 
-  Programs compiled: one per (tokens shape, N), N from a handful of sizes per length
-  (`packed_size`); with length buckets, a few per bucket.
+  Programs compiled: one per (trimmed length, N): lengths are multiples of 8 (at most 8 for
+  captions of 64), N takes 8 sizes per doubling; a stream of COCO-like batches of 32 uses
+  a few lengths (16-32) times 3-4 sizes of N.
   """
 
   def __init__(self, pmapped):
     self.pmapped = pmapped
 
   def _args(self, first, features, tokens):
-    return first, features, tokens, pack_positions(tokens)
+    return (first, features) + pack_batch(tokens)
 
   def __call__(self, first, features, tokens):
     return self.pmapped(*self._args(first, features, tokens))

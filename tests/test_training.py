@@ -59,18 +59,27 @@ def test_packed_size_is_bounded_and_has_few_values():
   assert len({training.packed_size(c, 2048) for c in range(350, 420)}) == 4
 
 
-def test_pack_positions_lists_every_real_target_per_device():
+def test_pack_batch_lists_every_real_target_per_device():
   tokens = np.zeros((2, 3, 6), np.int32)
   for (d, row), length in zip(np.ndindex(2, 3), [6, 2, 4, 1, 3, 5]):
     tokens[d, row, :length] = 5
-  positions = training.pack_positions(tokens)
+  same, positions = training.pack_batch(tokens)
+  np.testing.assert_array_equal(same, tokens)  # nothing to trim below a multiple of 8
   targets = np.asarray(training.shift_targets(tokens.reshape(6, 6))).reshape(2, 18)
   for d in range(2):
     real = set(np.flatnonzero(targets[d]))
     assert real <= set(positions[d]) and len(real) == 9 - 3 * d
     assert (targets[d][positions[d]] != 0).sum() == len(real)  # padding rows: target 0
   assert positions.shape == (2, 16)  # 9 rounded up to the granule of 8
-  assert training.pack_positions(np.full((1, 2, 4), 5, np.int32)) is None  # nothing to skip
+  assert training.pack_batch(np.full((1, 2, 4), 5, np.int32))[1] is None  # nothing to skip
+
+
+def test_pack_batch_trims_trailing_padding_to_a_multiple_of_8():
+  tokens = np.zeros((2, 2, 64), np.int32)
+  tokens[0, 0, :5] = tokens[1, 1, :13] = 7
+  trimmed, positions = training.pack_batch(tokens)
+  assert trimmed.shape == (2, 2, 16) and positions.shape == (2, 16)
+  np.testing.assert_array_equal(trimmed, tokens[..., :16])
 
 
 @pytest.mark.parametrize("kind", ["gru", "gru_mha", "transformer"])
@@ -89,7 +98,9 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(kind):
            "transformer": dict(num_heads=2, num_layers=2)}[kind]
   spec = decoders.DecoderSpec(kind, vocab_size=v, units=u, feature_dim=d, positions=p, **extra)
   params = decoders.init(jax.random.key(1), spec)
-  positions = training.pack_positions(tokens[None])[0]
+  trimmed, positions = training.pack_batch(tokens[None])
+  assert trimmed.shape == (1, b, t)
+  positions = positions[0]
   assert len(positions) < b * t  # really packed
 
   def mean_loss(params, positions):
