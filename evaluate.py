@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-from jaxcap import decode_options  # no JAX: --help stays instant
+from jaxcap import cli, decode_options  # no JAX: --help stays instant
 
 
 def parse_args(argv):
@@ -25,6 +25,7 @@ def parse_args(argv):
   p.add_argument("--annotations", help="COCO caption annotations JSON (scoring a file)")
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
   p.add_argument("--workdir", help="a trained workdir (captioning a split)")
+  cli.add_checkpoint_flag(p)
   p.add_argument("--split", default="val", choices=("val", "test"))
   p.add_argument("--limit", type=int, default=None,
                  help="score only the first N images (N >= 1)")
@@ -80,7 +81,7 @@ def caption_split(args, use_java) -> dict:
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
-  captioner = Captioner(args.workdir)
+  captioner = Captioner(args.workdir, args.checkpoint)
   config = captioner.config
   split = sources.splits(config.data, encoders.image_size(config.encoder),
                          encoders.resize_method(config.encoder))[args.split]

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from jaxcap import decode_options  # no JAX: --help stays instant
+from jaxcap import cli, decode_options  # no JAX: --help stays instant
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
@@ -23,14 +23,12 @@ def parse_args(argv):
   p.add_argument("--image", nargs="+", required=True, metavar="PATH",
                  help="image files (any format Pillow reads)")
   p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="training workdir to load")
+  cli.add_checkpoint_flag(p)
   p.add_argument("--batch_size", type=int, default=32, help="images per compiled call")
   p.add_argument("--attention", metavar="PNG_OR_DIR", default=None,
                  help="draw each word's attention over the image: a .png path for one "
                       "image, or a folder (one <image name>.png per image)")
-  p.add_argument("--cache_dir", default=os.environ.get(
-      "JAXCAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxcap")),
-                 help="JAX's persistent compilation cache (also $JAXCAP_CACHE_DIR); a "
-                      "second run with the same shapes skips compiling. '' turns it off")
+  p.add_argument("--cache_dir", default=cli.CACHE_DIR, help=cli.CACHE_HELP)
   p.add_argument("--json", action="store_true",
                  help='print {"image": path, "caption": text} per line')
   decode_options.add_flags(p)
@@ -55,23 +53,19 @@ def _figure_path(target: str, image_path: str, count: int) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  # Heavy imports after argument parsing, so --help is instant.
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the captions
-  import jax  # pylint: disable=g-import-not-at-top
-  if args.cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(args.cache_dir, "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import decoding, images as image_io, viz  # pylint: disable=g-import-not-at-top
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
-
+  captioner = cli.load_captioner(args.workdir, args.cache_dir, args.checkpoint)
+  if captioner is None:
+    return 1
   try:
-    captioner = Captioner(args.workdir)
     options = decode_options.options_from_flags(args, captioner.options)
-  except (FileNotFoundError, ValueError) as e:
+  except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  # Heavy imports after argument parsing, so --help is instant.
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jaxcap import decoders, decoding, images as image_io, viz
   print(f"decoding: {options.describe()}", file=sys.stderr)
 
   failed = False
@@ -92,8 +86,9 @@ def main(argv=None) -> int:
                                                    options)
     for i, ((path, image), caption) in enumerate(zip(chunk, captions)):
       if args.attention:
-        viz.save_attention_figure(_figure_path(args.attention, path, len(loaded)), image,
-                                  words[i], attention[i], title=caption)
+        viz.save_attention_figure(
+            _figure_path(args.attention, path, len(loaded)), image, words[i], attention[i],
+            title=f"{caption}   ({decoders.attention_description(captioner.spec)})")
       if args.json:
         print(json.dumps({"image": path, "caption": caption}), flush=True)
       else:

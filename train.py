@@ -1,7 +1,8 @@
 """Trains a captioner: `python train.py --config configs/quickstart.py --workdir DIR`.
 
 Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-running the same
-command resumes from the latest checkpoint in `--workdir`.
+command resumes from the latest readable checkpoint in `--workdir` (a larger num_steps
+extends the run); one run at a time per workdir.
 """
 
 import os
@@ -10,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap import config_checks, disk, trainer
+from jaxcap import checkpoints, config_checks, disk, trainer, workdir
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -57,17 +58,6 @@ def parse_flags(argv):
   return rest
 
 
-def _quiet_closed_loop(hook):
-  """After a failed checkpoint write, TensorStore reports each pending write it cannot hand
-  back to orbax's closed event loop as an unraisable exception (dozens of tracebacks); the
-  failure itself is reported once. Others go to `hook` (a `sys.unraisablehook`)."""
-  def unraisablehook(unraisable):
-    if not (unraisable.exc_type is RuntimeError
-            and str(unraisable.exc_value) == "Event loop is closed"):
-      hook(unraisable)
-  return unraisablehook
-
-
 def init_distributed():
   """Starts JAX's distributed runtime when asked; every process then runs this same script
   and reads only its share of each batch."""
@@ -88,11 +78,13 @@ def main(argv):
   # failed save logs one traceback per background thread before the error reaches us
   # (and is reported once, below).
   logging.get_absl_logger().addFilter(lambda record: "orbax" not in record.pathname)
-  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+  checkpoints.ignore_closed_loop_callbacks()
   try:
     config_checks.validate(FLAGS.config)  # before anything waits on other processes
     init_distributed()
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except workdir.WorkdirBusyError as e:  # another run in this workdir: one line
+    raise SystemExit(f"error: {e}") from None
   except (OSError, ValueError) as e:
     if disk.is_full(e):  # orbax's arrives as a ValueError from TensorStore
       raise SystemExit(f"error: {disk.describe(e)}") from None

@@ -1,6 +1,6 @@
 """Runs the benchmarks, prints a markdown table and the speed goals, writes results.{md,json}.
 
-    python bench/run.py [--quick] [--json] [--only decode,train,encoders,cli]
+    python bench/run.py [--quick] [--json] [--only decode,train,encoders,cli,scst]
 
 Every ratio compares programs run side by side in this one process (or its subprocesses), on
 the same inputs and weights, on this machine. The machine may be shared: the share of its CPU
@@ -21,7 +21,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=wrong-import-position
 
-BENCHMARKS = ("decode", "train", "encoders", "cli")
+BENCHMARKS = ("decode", "train", "encoders", "cli", "scst")
 ALIASES = {"train_step": "train"}
 
 

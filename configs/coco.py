@@ -63,6 +63,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_examples = 500
   config.train.checkpoint_every = 500
   config.train.keep_checkpoints = 3
+  # Self-critical sequence training (jaxcap/scst.py): after train.num_steps cross-entropy
+  # steps, this many steps that follow the CIDEr-D reward of sampled captions (0 = off).
+  config.train.scst_steps = 0
+  config.train.scst_batch_size = 0  # images a step; 0: train.batch_size
+  config.train.scst_samples = 5  # sampled captions per image
+  config.train.scst_baseline = "greedy"  # the greedy caption's reward, or "mean" of the others
+  config.train.scst_learning_rate = 5e-5
+  config.train.scst_temperature = 1.0
+  config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
   config.decoding.method = "sample"  # the seed: top-10 sampling at temperature 1
   config.decoding.top_k = 10

@@ -73,6 +73,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_examples = 256  # greedy exact-match on this many val examples
   config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 2
+  # Self-critical sequence training (jaxcap/scst.py): after train.num_steps cross-entropy
+  # steps, this many steps that follow the CIDEr-D reward of sampled captions (0 = off).
+  config.train.scst_steps = 0
+  config.train.scst_batch_size = 16  # images a step (0: train.batch_size); 5 samples each
+  config.train.scst_samples = 5  # sampled captions per image
+  config.train.scst_baseline = "greedy"  # the greedy caption's reward, or "mean" of the others
+  config.train.scst_learning_rate = 1e-4
+  config.train.scst_temperature = 1.0
+  config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
   # How sample.py and the Captioner pick words unless told otherwise (validation during
   # training is always greedy). method: "greedy", "sample" or "beam".

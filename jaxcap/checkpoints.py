@@ -1,41 +1,101 @@
-"""Checkpoints in `<workdir>/checkpoints`, written with orbax.
+"""Checkpoints in `<workdir>/checkpoints` (for resuming) and `<workdir>/best`, with orbax.
 
-Each step directory holds the train state (parameters, optimizer state, step), the data RNG
-key, and a JSON record of the config, the model sizes and the vocabulary, so a checkpoint
-is enough to caption images with. Orbax writes each checkpoint into a temporary directory
-and renames it only when complete, so a process killed mid-save leaves the previous
-checkpoint as the latest one, never a half-written one.
+Each step directory holds three items: `params` (the decoder parameters, all that captioning
+needs), `opt_state` (the optimizer state, for resuming) and `meta` (a JSON record of the
+config, the model description and the vocabulary), so a checkpoint is enough to caption
+images with. There is no RNG state to save: initialisation, batches and dropout are functions
+of `config.seed` and the step, so a resumed run continues exactly as if never stopped.
 
-Old checkpoints are dropped the same way: orbax would delete a step directory in place, file
-by file, and a kill during that leaves a step that lists but cannot be restored. So orbax is
-told to move them into `<kind>/deleting/` (one atomic rename), and this module empties that
-folder; nothing there is ever read.
+Crash safety. Orbax writes each checkpoint into a temporary directory and renames it only
+when complete, so a process killed mid-save leaves the previous checkpoint as the latest one,
+never a half-written one. Old checkpoints are dropped the same way: orbax would delete a step
+directory in place, file by file, and a kill during that leaves a step that lists but cannot
+be restored. So orbax is told to move them into `<kind>/deleting/` (one atomic rename), and
+this module empties that folder; nothing there is ever read.
+
+A checkpoint that is damaged all the same (a truncated or missing file) is skipped, newest
+first, with one line on stderr saying which step and why (`newest_readable`); a trainer moves
+it into `<kind>/unreadable/` so that it can save that step again, and never deletes it. When
+no checkpoint restores, nothing is moved: that is more likely code that cannot read them
+than damage to all of them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from typing import Any
+import sys
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import path as ocp_path
 
-from jaxcap import decoders
+from jaxcap import decoders, faults
 from jaxcap.text import Vocabulary
+
+T = TypeVar("T")
 
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint in a workdir was trained with another vocabulary or model shape."""
 
 
+class UnreadableCheckpointError(ValueError):
+  """No checkpoint of the ones asked for can be read."""
+
+
 LATEST, BEST = "checkpoints", "best"
 _DELETING = "deleting"
+UNREADABLE = "unreadable"
+_LEGACY_STATE = "state"  # before params had their own item: TrainState(step, params, opt_state)
 
 
 def _remove_tree(path: str) -> None:
   shutil.rmtree(path, ignore_errors=True)
+
+
+class _RenameWithFaultPoints(ocp_path.atomicity.AtomicRenameTemporaryPath):
+  """Orbax's atomic rename, with `faults` points just before and after it (tests only)."""
+
+  async def finalize(self):
+    final = self.get_final()  # <kind>/<step>, or an item inside a step (not a fault point)
+    point = f"{final.parent.name}.%s_rename:{final.name}"
+    faults.point(point % "before")
+    await super().finalize()
+    faults.point(point % "after")
+
+
+def _short_reason(error: Exception, step_dir: str) -> str:
+  """One line from orbax's or TensorStore's error: its first line, paths inside the step
+  directory made relative, TensorStore's long spec dropped."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  text = re.sub(r"\s*\[tensorstore_spec[^=]*=.*$", "", text)
+  text = text.replace(step_dir.rstrip("/") + "/", "")
+  return text if len(text) <= 400 else text[:400] + " ..."
+
+
+def ignore_closed_loop_callbacks() -> None:
+  """Silences the aftermath of a failed checkpoint read or write (installed once).
+
+  When one array fails to read or write, orbax stops and closes its event loop while
+  TensorStore is still busy with the others; each of those then calls back into the closed
+  loop, and Python prints its RuntimeError("Event loop is closed") as an unraisable
+  exception: dozens of tracebacks after the one error that matters. Only that error is
+  dropped; any other goes to the previous `sys.unraisablehook`.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "jaxcap", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.jaxcap = True
+  sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -58,42 +118,106 @@ class Checkpoints:
             # barrier and abort ("Barrier _async_commit_complete.6 is already ongoing").
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix=kind),
-            todelete_subdir=_DELETING),
+            todelete_subdir=_DELETING,
+            temporary_path_class=(_RenameWithFaultPoints if os.environ.get(faults.ENV)
+                                  else None)),
     )
     self._read_only = read_only
     self._purge_deleted()
 
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, rng: jax.Array, meta: dict) -> None:
-    """Starts writing `state` (a pytree on host or one device) in the background."""
-    self._manager.save(
-        int(step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            rng=ocp.args.ArraySave(np.asarray(jax.random.key_data(rng))),
-            meta=ocp.args.JsonSave(meta),
-        ),
-        force=True,
-    )
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def save(self, step: int, meta: dict, *, params: Any, opt_state: Any = None) -> None:
+    """Starts writing a checkpoint (pytrees on host or one device) in the background;
+    without `opt_state` (best/), it can caption but not resume."""
+    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
+    if opt_state is not None:
+      items["opt_state"] = ocp.args.StandardSave(opt_state)
+    self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._purge_deleted()  # what the previous save moved aside (orbax waited for it above)
 
   def restore_meta(self, step: int | None = None) -> dict:
-    """The JSON record (config, sizes, vocabulary) of a checkpoint, without any arrays."""
+    """The JSON record (config, model, vocabulary) of a checkpoint, without any arrays."""
     step = self._require_step(step)
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-        "meta"]
+    return self._restore(step, meta=ocp.args.JsonRestore())["meta"]
 
-  def restore(self, template_state: Any, step: int | None = None) -> tuple[Any, jax.Array]:
-    """(state shaped like `template_state`, rng key) of the given or latest checkpoint."""
-    step = self._require_step(step)
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template_state), rng=ocp.args.ArrayRestore()),
-    )
-    return restored["state"], jax.random.wrap_key_data(restored["rng"])
+  def restore_params(self, step: int) -> Any:
+    """The decoder parameters of a checkpoint, as saved (no template, no optimizer)."""
+    if self._legacy(step):
+      return self._restore(step, **{_LEGACY_STATE: ocp.args.StandardRestore()})[
+          _LEGACY_STATE]["params"]
+    return self._restore(step, params=ocp.args.StandardRestore())["params"]
+
+  def restore_training(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any]:
+    """(params, opt_state) of a checkpoint, shaped like the given templates."""
+    if self._legacy(step):
+      template = {"step": 0, "params": params, "opt_state": opt_state}
+      state = self._restore(step, **{_LEGACY_STATE: ocp.args.StandardRestore(template)})[
+          _LEGACY_STATE]
+      return state["params"], state["opt_state"]
+    restored = self._restore(step, params=ocp.args.StandardRestore(params),
+                             opt_state=ocp.args.StandardRestore(opt_state))
+    return restored["params"], restored["opt_state"]
+
+  def newest_readable(self, restore: Callable[[int], T], steps: Sequence[int] | None = None,
+                      set_aside: bool = False) -> tuple[int | None, T | None]:
+    """(step, restore(step)) for the first of `steps` (default: newest first) that restores.
+
+    Each one that does not gets a line on stderr naming the step and the reason. With
+    `set_aside`, once an older step restores (so the code can read this layout and the newer
+    files are damaged), the newer ones are moved into `<kind>/unreadable/`, kept, never
+    deleted, and a trainer resuming from the older step can save those step numbers again.
+    A CheckpointMismatchError from `restore` is not damage: it propagates. (None, None) if
+    no step restores.
+    """
+    steps = sorted(self.steps(), reverse=True) if steps is None else steps
+    ignore_closed_loop_callbacks()
+    damaged = []  # (step, one-line reason)
+    found = None
+    for step in steps:
+      try:
+        found = step, restore(step)
+        break
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax and TensorStore raise many kinds (FileNotFoundError, ValueError with a
+        # TensorStore status, JSONDecodeError, ...) for one thing: the files are damaged.
+        damaged.append((step, _short_reason(e, self.step_dir(step))))
+    for step, reason in damaged:
+      note = f"warning: checkpoint {self.step_dir(step)} cannot be read: {reason}"
+      if set_aside and found:
+        note += f"; moved it to {self.set_aside(step)}"
+      print(note, file=sys.stderr, flush=True)
+    return found or (None, None)
+
+  def set_aside(self, step: int) -> str:
+    """Moves a step into `<kind>/unreadable/` (where nothing reads it); returns its path."""
+    folder = os.path.join(self.directory, UNREADABLE)
+    target, n = os.path.join(folder, str(step)), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(folder, f"{step}.{n}")
+    if jax.process_index() == 0:
+      os.makedirs(folder, exist_ok=True)
+      os.rename(self.step_dir(step), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"jaxcap set aside {self.directory} {step}")
+    self._manager.reload()
+    return target
+
+  def delete(self, step: int) -> None:
+    """Drops a step (moved aside atomically, then removed)."""
+    self._manager.delete(step)
+    self._purge_deleted()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -101,6 +225,12 @@ class Checkpoints:
   def close(self) -> None:
     self._manager.close()
     self._purge_deleted()
+
+  def _restore(self, step: int, **items) -> Any:
+    return self._manager.restore(step, args=ocp.args.Composite(**items))
+
+  def _legacy(self, step: int) -> bool:
+    return os.path.isdir(os.path.join(self.step_dir(step), _LEGACY_STATE))
 
   def _purge_deleted(self) -> None:
     """Removes the old checkpoints orbax moved to `deleting/`; one process does it."""

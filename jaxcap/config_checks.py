@@ -113,7 +113,14 @@ CHECKS: list[Check] = [
            ("decoding.temperature", number(0, low_open=True)),
            ("decoding.beam_size", integer(1)),
            ("decoding.alpha", number(0)),
-           ("decoding.seed", INT)),
+           ("decoding.seed", INT),
+           ("train.scst_steps", integer(0)),
+           ("train.scst_batch_size", integer(0)),  # 0: train.batch_size
+           ("train.scst_samples", integer(1)),
+           ("train.scst_baseline", one_of("greedy", "mean")),
+           ("train.scst_learning_rate", number(0, low_open=True)),
+           ("train.scst_temperature", number(0, low_open=True)),
+           ("train.scst_top_k", integer(0))),
 ]
 
 _MISSING = object()
@@ -140,6 +147,9 @@ def _relations(config) -> list[str]:
   if val is not _MISSING and test is not _MISSING and val + test >= 1:
     problems.append(f"data.val_fraction + data.test_fraction = {val + test:g}: must be < 1 "
                     "(leave some images for training)")
+  if _get(config, "train.scst_baseline") == "mean" and _get(config, "train.scst_samples") == 1:
+    problems.append("train.scst_baseline = 'mean' (the other samples' mean): needs "
+                    "train.scst_samples >= 2")
   size = config.encoder.get("image_size", 0)
   least = encoders.get(config.encoder.name).MIN_IMAGE_SIZE
   if size and size < least:

@@ -15,6 +15,7 @@ Two bilinear resizes (`RESIZE_METHODS`, the config's `encoder.resize`):
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -65,28 +66,47 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
+def load_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
   """Decodes an image file fully -> uint8 (H, W, 3), upright per its EXIF orientation.
 
   Any format and mode Pillow reads: grayscale, 1-bit, palette, CMYK, YCbCr, LAB, 16-bit and
   float grayscale (rescaled to 8 bits), and anything with alpha (composited over white).
+  `max_pixels` refuses larger images before decoding them (None: Pillow's bomb limit only).
 
   Raises:
-    ImageError: missing, empty, not an image, truncated, corrupt or of an unsupported
-      mode; the message starts with the path.
+    ImageError: missing, empty, not an image, truncated, corrupt, too large or of an
+      unsupported mode; the message starts with the path.
   """
   path = os.fspath(path)
-
-  def fail(reason: str) -> ImageError:
-    return ImageError(f"{path}: {reason}")
-
   try:
     if os.path.isdir(path):
-      raise fail("is a directory, not an image file")
+      raise ImageError(f"{path}: is a directory, not an image file")
     if os.path.getsize(path) == 0:
-      raise fail("empty file (zero bytes), not an image")
-    with Image.open(path) as img:
+      raise ImageError(f"{path}: empty file (zero bytes), not an image")
+  except FileNotFoundError as e:
+    raise ImageError(f"{path}: no such file (missing)") from e
+  return _decode(path, path, max_pixels)
+
+
+def decode_rgb(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+  """`load_rgb` for an image held in memory (e.g. an upload); errors start with `name`."""
+  if not data:
+    raise ImageError(f"{name}: empty file (zero bytes), not an image")
+  return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int | None) -> np.ndarray:
+  """Shared by `load_rgb` and `decode_rgb`: `source` is a path or a binary file object."""
+
+  def fail(reason: str) -> ImageError:
+    return ImageError(f"{name}: {reason}")
+
+  try:
+    with Image.open(source) as img:
       fmt = img.format
+      width, height = img.size  # from the header; nothing decoded yet
+      if max_pixels is not None and width * height > max_pixels:
+        raise fail(f"image too large: {width}x{height} pixels, more than {max_pixels}")
       img.load()  # decode everything now, so a truncated file fails here and not later
       img = ImageOps.exif_transpose(img)
       try:

@@ -2,43 +2,68 @@
 
 from __future__ import annotations
 
+import sys
 
 import jax
 import ml_collections
 import numpy as np
 
-from jaxcap import checkpoints, decoders, decoding, encoders, images, text, training
+from jaxcap import checkpoints, decoders, decoding, encoders, images, text
 
 
-def restore_params(workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
-  """(decoder params, checkpoint meta, step) of a workdir's latest (or given) checkpoint."""
-  from jaxcap import trainer  # pylint: disable=g-import-not-at-top
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True, kind=kind)
+def restore_params(workdir: str, checkpoint: str | int | None = None):
+  """(decoder params, checkpoint meta, step) of one of a workdir's checkpoints.
+
+  `checkpoint`: "best" (by validation CIDEr, in <workdir>/best), "latest", a step number, or
+  None: best when there is one, else latest. A damaged checkpoint is skipped for the next one
+  (newest first, best before latest), with a line on stderr; a step number asked for by name
+  must restore. Says on stderr which checkpoint was loaded.
+  """
+  managers = {kind: checkpoints.Checkpoints(workdir, read_only=True, kind=kind)
+              for kind in (checkpoints.BEST, checkpoints.LATEST)}
   try:
-    if ckpt.latest_step() is None:
+    if not any(m.steps() for m in managers.values()):
       raise FileNotFoundError(
           f"no trained model in {workdir!r} (no checkpoints there); train one first, e.g. "
           f"`python train.py --config configs/quickstart.py --workdir {workdir}`")
-    meta = ckpt.restore_meta(step)
-    spec = decoders.spec_from_meta(meta)
-    template = training.init_state(decoders.init(jax.random.key(0), spec),
-                                   trainer.make_optimizer(ml_collections.ConfigDict(
-                                       meta["config"])))
-    state, _ = ckpt.restore(template, step)
+    kinds = {None: (checkpoints.BEST, checkpoints.LATEST), "best": (checkpoints.BEST,),
+             "latest": (checkpoints.LATEST,)}.get(checkpoint, (checkpoints.LATEST,
+                                                               checkpoints.BEST))
+    if isinstance(checkpoint, str) and not managers[kinds[0]].steps():
+      raise FileNotFoundError(f"no {checkpoint} checkpoint in {workdir!r} ({kinds[0]}/ is "
+                              "empty; best/ is written only by runs that validate)")
+    if isinstance(checkpoint, int) and not any(checkpoint in m.steps()
+                                               for m in managers.values()):
+      listed = "; ".join(f"{kind}/: {', '.join(map(str, m.steps())) or 'none'}"
+                         for kind, m in managers.items())
+      raise FileNotFoundError(f"no checkpoint of step {checkpoint} in {workdir!r} ({listed})")
+    for manager in (managers[kind] for kind in kinds):
+      steps = [checkpoint] if isinstance(checkpoint, int) else None
+      if steps and checkpoint not in manager.steps():
+        continue
+      step, found = manager.newest_readable(
+          lambda s, m=manager: (m.restore_params(s), m.restore_meta(s)), steps)
+      if found is not None:
+        params, meta = found
+        cider = f", validation CIDEr {meta['val_cider']:.4g}" if "val_cider" in meta else ""
+        print(f"loaded {manager.step_dir(step)} (step {step}{cider})", file=sys.stderr)
+        return jax.device_put(params), meta, step  # restored as NumPy: moved to device once
+    raise checkpoints.UnreadableCheckpointError(
+        f"no readable checkpoint in {workdir!r} (see the warnings above)")
   finally:
-    ckpt.close()
-  return state.params, meta, int(state.step)
+    for manager in managers.values():
+      manager.close()
 
 
 class Captioner:
-  """Everything `sample.py` needs, restored from the latest checkpoint of a workdir.
+  """Everything `sample.py` needs, restored from a workdir's checkpoint (see restore_params).
 
   Attributes: `config`, `vocab`, `encoder` (module), `encoder_params`, `params` and `spec`
   (the decoder), `options` (the config's decoding options, the default of `caption`).
   """
 
-  def __init__(self, workdir: str, step: int | None = None, kind: str = checkpoints.LATEST):
-    self.params, meta, self.step = restore_params(workdir, step, kind)
+  def __init__(self, workdir: str, checkpoint: str | int | None = None):
+    self.params, meta, self.step = restore_params(workdir, checkpoint)
     self.spec = decoders.spec_from_meta(meta)
     self.config = ml_collections.ConfigDict(meta["config"])
     self.options = decoding.DecodeOptions.from_config(self.config)

@@ -39,6 +39,31 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str | int | float | 
   return out
 
 
+def drop_rows_after(path: str, step: int) -> int:
+  """Drops the rows of a metrics.jsonl logged after `step` (and a line cut short by a kill).
+
+  A run killed after logging step s but before its step-s checkpoint resumes from an earlier
+  step and logs s again: the log keeps one row per step. Replaces the file atomically;
+  returns how many rows went.
+  """
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.read().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a line cut short
+  if len(kept) < len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.write("".join(line + "\n" for line in kept))
+    os.replace(path + ".tmp", path)
+  return len(lines) - len(kept)
+
+
 class Writer:
   """Scalars per step into TensorBoard and metrics.jsonl; does nothing where `enabled` is False
   (every process but the first of a multi-host run)."""
@@ -49,8 +74,13 @@ class Writer:
     if not enabled:
       return
     self._jsonl = os.path.join(workdir, "metrics.jsonl")
+    dropped = drop_rows_after(self._jsonl, start_step)
+    if dropped:
+      print(f"dropped {dropped} row(s) after step {start_step} from {self._jsonl}: newer than "
+            "the checkpoint this run resumes from")
     # A run resumed at start_step hides the events an earlier run wrote after it (they came
-    # from steps the checkpoint does not hold), so each curve stays one line.
+    # from steps the checkpoint does not hold), so each curve stays one line; metrics.jsonl
+    # loses those rows (above).
     # The nanosecond suffix: a file name of its own (tensorboardX's names have whole seconds and
     # it overwrites), sorting after the earlier runs' files, as the purge needs.
     self._tb = tensorboardX.SummaryWriter(logdir=workdir,

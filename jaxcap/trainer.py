@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
-                    logs, metrics, text, training)
+                    faults, logs, metrics, scst, text, training, workdir as workdir_lib)
 from jaxcap.data import cache, pipeline, sources
 
 
@@ -95,18 +95,65 @@ def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) ->
   return total / max(count, 1.0)
 
 
-def make_optimizer(config):
-  """Keras-exact Adam with the config's learning-rate schedule."""
-  return training.keras_adam(
-      training.learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
-                                      config.train.num_steps),
-      config.train.b1, config.train.b2, config.train.eps)
+def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkpoints,
+           state: training.TrainState, check_meta) -> tuple[training.TrainState, float]:
+  """(state, best validation CIDEr so far) to continue from: the newest readable checkpoint
+  (`state` itself if none), after `check_meta(meta)` accepts it.
+
+  Any interleaving of kills leaves a workdir this resumes: damaged checkpoints are moved
+  aside (`Checkpoints.newest_readable`), and what a killed run wrote after its last checkpoint
+  (a best/ step here; metrics rows and TensorBoard events: `logs.Writer`) is dropped, so the
+  workdir holds one history up to the step resumed from, and the rerun writes those steps
+  afresh, under its own config.
+  """
+  def restore(step):
+    check_meta(ckpt.restore_meta(step))
+    params, opt_state = ckpt.restore_training(step, state.params, state.opt_state)
+    return state.replace(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
+
+  step, restored = ckpt.newest_readable(restore, set_aside=True)
+  if restored is None and ckpt.steps():
+    raise checkpoints.UnreadableCheckpointError(
+        f"no checkpoint in {ckpt.directory} can be read (see the warnings above); to start "
+        "afresh, move that folder away")
+  step = step or 0
+  if restored is not None:
+    state = restored
+    print(f"resumed from step {step} in {ckpt.directory}")
+  for later in [s for s in best.steps() if s > step]:
+    best.delete(later)
+    print(f"dropped {best.step_dir(later)}: newer than step {step}, the checkpoint this run "
+          "resumes from")
+  _, best_meta = best.newest_readable(
+      lambda s: (best.restore_params(s), best.restore_meta(s))[1], set_aside=True)
+  if best_meta is None:
+    for damaged in best.steps():  # restored without a template: unreadable means damaged
+      print(f"moved {best.step_dir(damaged)} to {best.set_aside(damaged)}; the next "
+            "validation saves a new best")
+  return state, (best_meta.get("val_cider", -1.0) if best_meta else -1.0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) in `workdir`; returns the last logged metrics."""
+  """Trains (or resumes) in `workdir`; returns the last logged metrics.
+
+  Raises workdir.WorkdirBusyError if another run holds the workdir's lock.
+  """
   config_checks.validate(config)  # every bad value at once, before any work
   os.makedirs(workdir, exist_ok=True)
+  # One trainer per workdir: a second one would clear the first's checkpoint in flight
+  # (orbax's start-up cleanup) and interleave the logs. Process 0 holds it for a multi-host run.
+  lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else None
+  try:
+    if lock and lock.previous:
+      print(f"note: the last run here (pid {lock.previous['pid']} on {lock.previous['host']}, "
+            f"started {lock.previous['started']}) did not finish cleanly")
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoder, _, feature_fn = load_encoder(config)
   vocab, sets = build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
@@ -116,17 +163,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
-  best_cider = (best.restore_meta().get("val_cider", -1.0)
-                if best.latest_step() is not None else -1.0)
   meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
-  optimizer = make_optimizer(config)
-  rng = jax.random.key(config.seed)
-  state = training.init_state(decoders.init(rng, spec), optimizer)
-  if ckpt.latest_step() is not None:
-    checkpoints.check_compatible(ckpt.restore_meta(), spec=spec, vocab=vocab,
-                                 encoder=encoder.NAME, where=workdir)
-    state, rng = ckpt.restore(state)
-    print(f"resumed from step {int(state.step)} in {ckpt.directory}")
+  optimizer = training.make_optimizer(config)
+  state = training.init_state(decoders.init(jax.random.key(config.seed), spec), optimizer)
+  state, best_cider = resume(
+      workdir, ckpt, best, state,
+      lambda saved: checkpoints.check_compatible(saved, spec=spec, vocab=vocab,
+                                                 encoder=encoder.NAME, where=workdir))
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
     with disk.writing(workdir, "the vocabulary and config"):
@@ -138,21 +181,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
   eval_step = training.make_eval_step(spec, dtype)
   start = int(state.step)
-  num_steps = config.train.num_steps
+  ce_steps = config.train.num_steps
+  # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
+  num_steps = ce_steps + scst.Settings.from_config(config.train).steps
+  phase = (scst.Phase(config, train_set, vocab, spec, jax.random.key(config.seed),
+                      compute_dtype=dtype, host_share=host_share)
+           if num_steps > max(start, ce_steps) else None)
   state = training.replicate(state)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:
-    print(f"already trained to step {start} (train.num_steps={num_steps}); nothing to do")
+    print(f"already trained to step {start} (train.num_steps + train.scst_steps = "
+          f"{num_steps}); nothing to do")
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
                   dynamic_ncols=True, disable=not primary)
   window_start, window_losses = time.perf_counter(), []
   try:
     for step in range(start, num_steps):
-      feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed, step,
-                                           config.train.length_buckets)
-      feats, tokens = host_share(feats), host_share(tokens)
-      state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      if step < ce_steps:
+        feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed,
+                                             step, config.train.length_buckets)
+        feats, tokens = host_share(feats), host_share(tokens)
+        state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+      else:
+        state, loss = phase.step(state, step)
       if window_losses:
         # One step in flight at most: a long queue of un-awaited collectives can deadlock
         # CPU devices, and the host gains nothing from running further ahead.
@@ -166,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         last = {"step": done, "train_loss": train_loss,
                 # what the last step used (inject_hyperparams keeps it in the state)
                 "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
-                "steps_per_sec": len(window_losses) / elapsed}
+                "steps_per_sec": len(window_losses) / elapsed,
+                **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
         if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
           last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
@@ -175,13 +228,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                config))
           if last["val_cider"] > best_cider:
             best_cider = last["val_cider"]
-            best.save(done, jax.device_get(training.unreplicate(state)), rng,
-                      dict(meta, val_cider=best_cider))
+            best.save(done, dict(meta, val_cider=best_cider),
+                      params=jax.device_get(training.unreplicate(state.params)))
+            # Committed before anything else of this step is written, so that a crash leaves
+            # one of a few known states (see `resume`), not a race between two saves.
+            best.wait()
         bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
         with disk.writing(workdir, "the metrics log"):
           writer.write(done, {k: v for k, v in last.items() if k != "step"})
+        faults.point(f"metrics.after_write:{done}")
       if done % config.train.checkpoint_every == 0 or done == num_steps:
-        ckpt.save(done, jax.device_get(training.unreplicate(state)), rng, meta)
+        host = jax.device_get(training.unreplicate(state))
+        ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
   finally:
     bar.close()
     writer.close()

@@ -161,6 +161,14 @@ def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1
   )
 
 
+def make_optimizer(config):
+  """Keras-exact Adam with the config's learning-rate schedule."""
+  return keras_adam(
+      learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
+                             config.train.num_steps),
+      config.train.b1, config.train.b2, config.train.eps)
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # () int32

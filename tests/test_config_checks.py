@@ -51,6 +51,12 @@ BAD = [  # (field as section__key, value, what the line must say)
     ("decoding__method", "nucleus", "decoding.method = 'nucleus': must be one of 'greedy'"),
     ("model__decoder", "lstm", "model.decoder = 'lstm': must be one of 'gru'"),
     ("model__dropout", 1.0, "model.dropout = 1.0: must be a number >= 0 and < 1"),
+    ("train__scst_steps", -1, "train.scst_steps = -1: must be an integer >= 0"),
+    ("train__scst_samples", 0, "train.scst_samples = 0: must be an integer >= 1"),
+    ("train__scst_baseline", "zero", "train.scst_baseline = 'zero': must be one of 'greedy'"),
+    ("train__scst_learning_rate", 0.0, "train.scst_learning_rate = 0.0: must be a number > 0"),
+    ("train__scst_temperature", -1.0, "train.scst_temperature = -1.0: must be a number > 0"),
+    ("train__scst_top_k", -1, "train.scst_top_k = -1: must be an integer >= 0"),
 ]
 
 
@@ -78,6 +84,8 @@ def test_every_problem_at_once():
     ({"model__num_layers": 3}, "model.num_layers: not used by decoder 'gru'"),
     ({"model__decoder": "transformer", "model__num_heads": 3},
      "model.units (256) must be a multiple of model.num_heads (3)"),
+    ({"train__scst_baseline": "mean", "train__scst_samples": 1},
+     "train.scst_baseline = 'mean' (the other samples' mean): needs train.scst_samples >= 2"),
 ])
 def test_relations_between_fields(fields, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -123,3 +123,15 @@ def test_spec_round_trips_and_old_gru_meta_loads():
                    "position_embedding": True, "init_hidden": False},
          "config": {"model": {"max_length": L}}}
   assert decoders.spec_from_meta(old) == make_spec("gru", grid_position_embedding=True)
+
+
+def test_a_checkpoint_of_another_decoder_is_one_clear_message():
+  from jaxcap import checkpoints, text  # pylint: disable=g-import-not-at-top
+  vocab = text.Vocabulary.build(["a b c"], 10)
+  saved = checkpoints.make_meta({}, make_spec("gru"), vocab, "mobilenet_v2")
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"decoder: checkpoint 'gru', config 'transformer' \(model.decoder\)"):
+    checkpoints.check_compatible(saved, spec=make_spec("transformer"), vocab=vocab,
+                                 encoder="mobilenet_v2", where="W")
+  checkpoints.check_compatible(saved, spec=make_spec("gru"), vocab=vocab,
+                               encoder="mobilenet_v2", where="W")  # the same: no error

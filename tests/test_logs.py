@@ -60,6 +60,18 @@ def test_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):
   resumed.close()
   assert scalars(read_events(tmp_path), "train_loss") == [(2, 2.0), (4, 4.0), (6, 60.0),
                                                            (8, 80.0)]
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows == [{"step": s, "train_loss": v} for s, v in ((2, 2), (4, 4), (6, 60), (8, 80))]
+
+
+def test_drop_rows_after_a_step_and_a_torn_line(tmp_path):
+  rows = [{"step": s, "train_loss": 1.0 / s} for s in (2, 4, 6, 8)]
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 10, "tr')
+  assert logs.drop_rows_after(str(path), 4) == 3
+  assert [json.loads(l) for l in path.read_text().splitlines()] == rows[:2]
+  assert logs.drop_rows_after(str(path), 4) == 0
+  assert logs.drop_rows_after(str(tmp_path / "none.jsonl"), 0) == 0
 
 
 def test_disabled_writer_writes_nothing(tmp_path):

@@ -188,14 +188,21 @@ def train_batch(data: CaptionSet, batch_size: int, seed: int, step: int,
 
   Returns features (B, P, D) float32 and tokens (B, T) int32, T <= L (see trim_to_bucket).
   """
-  per_epoch = len(data) // batch_size
-  if per_epoch == 0:
-    raise ValueError(f"{len(data)} training examples are fewer than one batch of {batch_size}; "
-                     "lower --config.train.batch_size")
-  epoch, offset = divmod(step, per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(len(data))
-  rows = np.sort(order[offset * batch_size:(offset + 1) * batch_size])  # sorted: faster reads
+  rows = batch_rows(len(data), batch_size, seed, step)
   return data.features_of(rows), trim_to_bucket(data.tokens[rows], buckets)
+
+
+def batch_rows(count: int, batch_size: int, seed: int, step: int,
+               what: str = "training examples", option: str = "train.batch_size") -> np.ndarray:
+  """The rows (B,) of `count` that batch `step` takes: epochs are fresh permutations, drop
+  remainder; sorted, for faster reads."""
+  per_epoch = count // batch_size
+  if per_epoch == 0:
+    raise ValueError(f"{count} {what} are fewer than one batch of {batch_size}; "
+                     f"lower --config.{option}")
+  epoch, offset = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(count)
+  return np.sort(order[offset * batch_size:(offset + 1) * batch_size])
 
 
 def eval_batches(data: CaptionSet, batch_size: int,

@@ -3,8 +3,8 @@
     "gru"          the seed: GRU -> dot attention over the grid -> add -> LayerNorm (gru.py)
     "gru_mha"      the seed's suggested next step: the same GRU with Keras's
                    MultiHeadAttention in place of its single-head dot attention (gru.py)
-    "transformer"  (transformer.py) pre-LayerNorm blocks of causal self-attention, cross-attention over the
-                   grid and an MLP, with a key/value cache for decoding
+    "transformer"  (transformer.py) pre-LayerNorm blocks of causal self-attention,
+                   cross-attention over the grid and an MLP, with a key/value cache
 
 Every decoder module has the same five functions, and everything else (training, greedy,
 sampling and beam search, SCST) uses only these, through the dispatchers below:
@@ -165,6 +165,16 @@ def spec_from_meta(meta: dict) -> DecoderSpec:
       max_length=meta["config"]["model"]["max_length"],
       grid_position_embedding=bool(sizes.get("position_embedding", False)),
       init_hidden_from_image=bool(sizes.get("init_hidden", False)))
+
+
+def attention_description(spec: DecoderSpec) -> str:
+  """What the attention maps that decoding returns show, for figures."""
+  if spec.kind == "gru":
+    return "attention over the grid"
+  if spec.kind == "gru_mha":
+    return f"attention averaged over the {spec.num_heads} heads"
+  return (f"cross-attention of the last of {spec.num_layers} blocks, averaged over its "
+          f"{spec.num_heads} heads")
 
 
 def module(spec: DecoderSpec):
