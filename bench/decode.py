@@ -5,8 +5,9 @@
     categorical draw, the ids pulled to the host each step (`seed_ref.seed_decode_loop`). On
     Keras's JAX backend in this process, and again on its TensorFlow backend (the runtime the
     seed used) in a subprocess when TensorFlow is installed.
-(c) a Python loop around a jitted jaxcap `decoders.step` + `choose_tokens`, with the same
-    per-token host round trip: what a straight port of the seed's loop would be.
+(c) `decoding.python_loop`: a Python loop around a jitted jaxcap `decoders.step` +
+    `choose_tokens`, with the same per-token host round trip: what a straight port of the
+    seed's loop would be.
 
 All programs use the same weights (the seed's Keras model, converted with
 `seed_keras.to_jaxcap`), the same encoder features and top-10 sampling at temperature 1, at
@@ -14,6 +15,9 @@ the seed's sizes. Random weights almost never sample `<end>`, so captions run to
 limit: 64 (the seed's limit) or 13, the "realistic" case of a caption whose `<end>` comes
 after about 12 words, modelled by max_length=13 for all three programs. The batch-1 seed loop
 is exactly the seed's (one image at a time); at batch 64 the Keras step model gets a batch.
+
+Then (a) vs (c) for every decoder kind (the transformer with 2 layers of 8 heads, gru_mha
+with 8 heads; random weights), at batch 1 and 64, max length 64, with ms per token.
 
     python bench/decode.py [--quick]
 """
@@ -31,6 +35,7 @@ import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
+from bench import train as train_bench  # pylint: disable=wrong-import-position
 from jaxcap import decoders, decoding  # pylint: disable=wrong-import-position
 from tests import seed_keras  # pylint: disable=wrong-import-position
 
@@ -39,35 +44,6 @@ START, END, TOP_K = 2, 3, 10
 BATCHES, LENGTHS = (1, 64), (64, 13)
 SPEC = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
                             positions=POSITIONS, max_length=64)
-
-
-def python_step_loop(params):
-  """(c): a Python loop around a jitted one-step decoder and sampler."""
-
-  @jax.jit
-  def one(params, context, tokens, cache, key, index):
-    logits, cache, _ = decoders.step(params, SPEC, context, cache, tokens, index)
-    chosen = decoding.choose_tokens(logits, jax.random.fold_in(key, index), greedy=False,
-                                    top_k=TOP_K, temperature=1.0)
-    return chosen, cache
-
-  prepare = jax.jit(lambda p, f: decoders.prepare(p, SPEC, f))
-  initial = jax.jit(lambda p, c: decoders.initial_cache(p, SPEC, c, 64))
-
-  def run(features, max_length, key):
-    context = prepare(params, features)
-    cache = initial(params, context)
-    tokens = jnp.full((features.shape[0],), START, jnp.int32)
-    out = []
-    for i in range(max_length):
-      tokens, cache = one(params, context, tokens, cache, key, i)
-      ids = np.asarray(tokens)  # the host looks at every token, as the seed does
-      out.append(ids)
-      if (ids == END).all():
-        break
-    return np.stack(out, 1)
-
-  return run
 
 
 def _config(batch: int, max_length: int) -> str:
@@ -84,7 +60,9 @@ def run(quick: bool = False) -> list[dict]:
       max_length=64)
   params = jax.tree.map(jnp.asarray, seed_keras.to_jaxcap(train_model))
   encoder_dense = train_model.get_layer("encoder_dense")
-  loop_c = python_step_loop(params)
+  options = decoding.DecodeOptions("sample", top_k=TOP_K)
+  loop_c = lambda spec, params, f, n, key: decoding.python_loop(
+      params, spec, f, key, options, start_id=START, end_id=END, max_length=n)
   key = jax.random.key(0)
   rng = np.random.default_rng(0)
   features = {b: rng.normal(size=(b, POSITIONS, FEATURE_DIM)).astype(np.float32)
@@ -118,8 +96,8 @@ def run(quick: bool = False) -> list[dict]:
     seed_loop(2)  # the Keras model's first-call overhead, untimed
     for max_length in LENGTHS:
       compiled = functools.partial(
-          decoding.decode_jit, spec=SPEC, options=decoding.DecodeOptions("sample", top_k=TOP_K),
-          start_id=START, end_id=END, max_length=max_length)
+          decoding.decode_jit, spec=SPEC, options=options, start_id=START, end_id=END,
+          max_length=max_length)
       out = {}
 
       def program_a():
@@ -131,7 +109,7 @@ def run(quick: bool = False) -> list[dict]:
         return out["b"]
 
       def program_c():
-        out["c"] = loop_c(feats_device, max_length, key)  # pylint: disable=cell-var-from-loop
+        out["c"] = loop_c(SPEC, params, feats_device, max_length, key)  # pylint: disable=cell-var-from-loop
         return out["c"]
 
       program_a(), program_c()  # compile; the seed's loop was warmed up above
@@ -140,7 +118,7 @@ def run(quick: bool = False) -> list[dict]:
                                      "c": repeat})
       t_a, t_b, t_c = t["a"], t["b"], t["c"]
       steps = {"a": int((out["a"] != 0).any(axis=0).sum()), "b": out["b"].shape[1],
-               "c": out["c"].shape[1]}
+               "c": int((out["c"] != 0).any(axis=0).sum())}
       note = ("" if set(steps.values()) == {max_length} else
               "steps run: " + ", ".join(f"{k}={v}" for k, v in steps.items()))
       config = _config(batch, max_length)
@@ -155,6 +133,32 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(common.skipped(name, config, tf_problem))
       rows.append(common.row("decode (a) compiled vs (c) Python loop of jitted steps", config,
                              rate(t_a), rate(t_c), "captions/s", note=note))
+  rows += per_decoder(features, key, repeat, loop_c, options)
+  return rows
+
+
+def per_decoder(features: dict, key, repeat: int, loop_c, options) -> list[dict]:
+  """(a) compiled vs (c) the Python loop for every decoder kind, max length 64."""
+  rows = []
+  for kind in decoders.KINDS:
+    spec = train_bench.decoder_spec(kind)
+    params = decoders.init(jax.random.key(0), spec)
+    for batch in BATCHES:
+      feats = jnp.asarray(features[batch])
+      compiled = lambda: np.asarray(decoding.decode_jit(  # pylint: disable=cell-var-from-loop
+          params, spec, feats, key, options, start_id=START, end_id=END, max_length=64)[0])
+      loop = lambda: loop_c(spec, params, feats, 64, key)  # pylint: disable=cell-var-from-loop
+      out_a, out_c = compiled(), loop()  # compile
+      t = common.interleaved({"a": compiled, "c": loop}, repeat=repeat, warmup=0)
+      tokens = int((out_a != 0).any(axis=0).sum())
+      rows.append(common.row(
+          f"decode ({kind}): (a) compiled vs (c) Python loop of jitted steps",
+          f"{kind}, batch {batch}, max length 64, vocab {VOCAB}, units {UNITS}, "
+          f"{POSITIONS}x{FEATURE_DIM} features, top-{TOP_K} sampling"
+          + {"gru": "", "gru_mha": ", 8 heads", "transformer": ", 2 layers of 8 heads"}[kind],
+          batch / t["a"], batch / t["c"], "captions/s",
+          note=(f"(a) {t['a'] / tokens * 1e3:.2f} ms/token, (c) "
+                f"{t['c'] / max(int((out_c != 0).any(axis=0).sum()), 1) * 1e3:.2f} ms/token")))
   return rows
 
 

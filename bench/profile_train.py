@@ -1,6 +1,7 @@
 """Where the train step's time goes: a `jax.profiler` trace of the seed-size step, per XLA op.
 
-    python bench/profile_train.py [--length 64] [--steps 3] [--trace_dir DIR]
+    python bench/profile_train.py [--length 64] [--captions coco|full] [--decoder gru]
+                                  [--steps 3] [--trace_dir DIR]
 
 Runs jaxcap's pmapped train step (the one `train.py` runs) at the seed's sizes, records a
 `jax.profiler` trace (viewable in TensorBoard / xprof from `--trace_dir`), reads it back with
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=wrong-import-position
+from bench import train as train_bench  # pylint: disable=wrong-import-position
 
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
@@ -122,6 +124,10 @@ def op_times(trace_dir: str) -> dict[str, float]:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--length", type=int, default=64, help="caption length (the seed pads to 64)")
+  p.add_argument("--captions", choices=("coco", "full"), default="coco",
+                 help="coco: caption lengths ~13+-3 padded to --length (the seed's batch); "
+                      "full: every position a real token (nothing to skip)")
+  p.add_argument("--decoder", choices=decoders.KINDS, default="gru")
   p.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
   p.add_argument("--trace_dir", default=None, help="keep the trace here (default: temporary)")
   args = p.parse_args(argv)
@@ -129,12 +135,11 @@ def main(argv=None) -> int:
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
 
-  spec = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM)
+  spec = train_bench.decoder_spec(args.decoder, args.length)
   params = decoders.init(jax.random.key(0), spec)
   rng = np.random.default_rng(0)
   features = training.shard(rng.normal(size=(BATCH, POSITIONS, FEATURE_DIM)).astype(np.float32))
-  tokens = rng.integers(4, VOCAB, size=(BATCH, args.length)).astype(np.int32)
-  tokens[:, 0] = 2
+  tokens = train_bench.batch_tokens(rng, args.captions, BATCH, args.length)
   tokens = training.shard(tokens)
   optimizer = training.keras_adam(1e-3)
   step = training.make_train_step(optimizer, spec)
@@ -160,7 +165,9 @@ def main(argv=None) -> int:
     groups[group_of(name, ops, VOCAB)] += t
   # On CPU the op events of one step can overlap (two threads); share is of their sum.
   covered = sum(groups.values())
-  print(f"Machine: {common.machine()}. jaxcap train step, batch {BATCH}, length {args.length}, "
+  real = int((np.asarray(tokens)[..., 1:] != 0).sum())
+  print(f"Machine: {common.machine()}. jaxcap train step ({args.decoder}), batch {BATCH}, "
+        f"length {args.length}, {args.captions} captions ({real} real targets), "
         f"vocab {VOCAB}, units {UNITS}, {POSITIONS}x{FEATURE_DIM} features, float32.")
   print(f"Wall time per step: {wall * 1e3:.0f} ms; XLA ops account for {covered * 1e3:.0f} ms.")
   print()

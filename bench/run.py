@@ -46,17 +46,16 @@ def goals(rows) -> list[dict]:
                 f"batch 1, {length}")
       check(f"compiled decoding at batch 1 >= 50x the seed's Keras loop "
             f"(Keras on {backend}, {label})", r, lambda r: r["ratio"], lambda x: x >= 50)
-  for backend in ("JAX", "TensorFlow"):
-    r = _find(rows, f"train step: jaxcap vs seed Keras train_on_batch, Keras on {backend}")
-    check(f"train step >= 1.5x the seed's Keras step (same padded batch, Keras on {backend})",
-          r, lambda r: r["ratio"], lambda x: x >= 1.5)
-  r = _find(rows, "train step as each program trains: jaxcap trimmed vs seed Keras (JAX) "
-            "padded to 64")
-  check("train step >= 1.5x the seed's Keras step (as each trains: jaxcap trims padding)",
-        r, lambda r: r["ratio"], lambda x: x >= 1.5)
-  r = _find(rows, "train step: jaxcap achieved FLOP/s vs dense matmul")
-  check("train step >= 50% of the measured matmul rate", r, lambda r: r["ratio"],
-        lambda x: x >= 0.5)
+  # Issue 11: the seed's GRU, same weights and batch, Keras on TensorFlow (the seed's runtime).
+  r = _find(rows, "train step (coco): jaxcap vs Keras on TensorFlow", "gru, ")
+  check("train step >= 2.5x the seed's Keras step on TensorFlow (the seed's batch: COCO-like "
+        "captions padded to 64)", r, lambda r: r["ratio"], lambda x: x >= 2.5)
+  r = _find(rows, "train step (full): jaxcap vs Keras on TensorFlow", "gru, ")
+  check("train step >= 1.1x the seed's Keras step on TensorFlow (every position a real token)",
+        r, lambda r: r["ratio"], lambda x: x >= 1.1)
+  r = _find(rows, "train step (full): jaxcap useful FLOP/s vs bare matmul", "gru, ")
+  check("train step (every position real) >= 50% of the bare matmul rate", r,
+        lambda r: r["ratio"], lambda x: x >= 0.5)
   r = _find(rows, "sample.py one image: second run vs first run")
   check("second-run sample.py for one image < 3 s", r, lambda r: r["jaxcap"],
         lambda x: x < 3.0)

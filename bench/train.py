@@ -1,17 +1,19 @@
 """Decoder train steps per second on precomputed features, at the seed's sizes.
 
-1. jaxcap's step (`training.make_train_step` with `keras_adam`) vs the seed's Keras model
-   (`train_on_batch` with `seed_loss` and `seed_optimizer`): same shapes, same initial
-   weights (converted with `seed_keras.to_jaxcap`), same batch. The Keras model runs on
-   Keras's JAX backend in this process and, when TensorFlow is installed, on its TensorFlow
-   backend (the seed's runtime) in a subprocess. The first step's losses are compared too.
-2. jaxcap's achieved FLOP/s — the step's FLOPs from XLA's cost analysis of an equivalent
-   single-device jitted loss+grad+Adam function, over the measured step time — against a
-   dense float32 matmul of the step's dominant shape, the vocabulary projection
-   (batch*length, units) @ (units, vocab), timed in the same run.
-3. Padding: captions padded to 64 as the seed does vs trimmed per batch by
-   `pipeline.trim_to_bucket` to buckets (16, 24, 32, 64), on COCO-like caption lengths; the
-   loss must not change (the largest absolute difference is printed).
+For each decoder, on two batches: (a) "coco", the seed's batch, captions of COCO-like
+lengths (~13 +- 3 tokens) padded to 64; (b) "full", every one of the 64 positions a real
+token (nothing to skip):
+1. jaxcap's step (`training.make_train_step` with `keras_adam`, called as `train.py` calls
+   it) vs the seed's Keras model (`train_on_batch` with `seed_loss` and `seed_optimizer`) on
+   Keras's TensorFlow backend, the seed's runtime (`seed_ref.TensorFlowTrainer`, a
+   subprocess timed one step at a time in alternation with jaxcap's): same weights
+   (converted with `seed_keras.to_jaxcap`), same batch; the first step's losses from the
+   same initial weights are compared. "gru" is the seed; "gru_mha" is Keras's
+   MultiHeadAttention variant; the transformer has no Keras model, so its reference is
+   jaxcap's own step projecting every padded position (what main did before issue 11).
+2. Achieved FLOP/s counting only useful FLOPs (`useful_flops`: the matmuls at positions that
+   have a real target, forward and backward) over the measured step time, against a bare
+   float32 matmul of the vocabulary projection's shape timed in the same run.
 
     python bench/train.py [--quick]
 """
@@ -28,14 +30,11 @@ from bench import common, seed_ref  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
-import optax  # pylint: disable=wrong-import-position,g-import-not-at-top
 
 from jaxcap import decoders, training  # pylint: disable=wrong-import-position
 from tests import seed_keras  # pylint: disable=wrong-import-position
-from jaxcap.data import pipeline  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM, BATCH, LENGTH = 20000, 512, 64, 1536, 32, 64
-BUCKETS = (16, 24, 32, 64)
 START, END = 2, 3
 SIZES = (f"batch {BATCH}, length {LENGTH}, vocab {VOCAB}, units {UNITS}, "
          f"{POSITIONS}x{FEATURE_DIM} features, float32")
@@ -52,134 +51,145 @@ def coco_like_tokens(rng: np.random.Generator, batch: int, length: int) -> np.nd
   return tokens
 
 
-def analytic_flops(batch: int, length: int) -> float:
-  """Matmul FLOPs of one train step by hand: forward, plus twice that backward (the encoder
-  Dense once more only: its input, the features, needs no gradient)."""
-  encoder = 2 * batch * POSITIONS * FEATURE_DIM * UNITS
-  gru = 2 * 2 * batch * length * UNITS * 3 * UNITS  # input and recurrent kernels
-  attention = 2 * 2 * batch * length * POSITIONS * UNITS  # scores and context
-  logits = 2 * batch * length * UNITS * VOCAB
-  return 2 * encoder + 3 * (gru + attention + logits)
+def all_real_tokens(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+  """Captions that fill every position (<start> first, no padding): nothing to skip."""
+  tokens = rng.integers(4, VOCAB, size=(batch, length)).astype(np.int32)
+  tokens[:, 0] = START
+  return tokens
+
+
+def batch_tokens(rng: np.random.Generator, captions: str, batch: int, length: int):
+  """"coco" (`coco_like_tokens`) or "full" (`all_real_tokens`) captions (batch, length)."""
+  return (coco_like_tokens if captions == "coco" else all_real_tokens)(rng, batch, length)
+
+
+def decoder_spec(kind: str, length: int = LENGTH) -> decoders.DecoderSpec:
+  """Each decoder at the seed's sizes; the transformer with 2 layers of 8 heads."""
+  extra = {"gru": {}, "gru_mha": dict(num_heads=8),
+           "transformer": dict(num_heads=8, num_layers=2)}[kind]
+  return decoders.DecoderSpec(kind, vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
+                              positions=POSITIONS, max_length=length, **extra)
+
+
+def useful_flops(spec: decoders.DecoderSpec, tokens: np.ndarray) -> float:
+  """Matmul FLOPs a train step cannot avoid: those at positions with a real target, forward
+  plus twice that backward (the encoder Dense once more only: the features need no
+  gradient). Embedding lookups, softmax, LayerNorm, Adam are not counted."""
+  real = int((tokens[:, 1:] != 0).sum())  # positions with a real target
+  u, p, b = spec.units, spec.positions, tokens.shape[0]
+  encoder = 2 * b * p * spec.feature_dim * u
+  per_position = 2 * u * spec.vocab_size  # the projection
+  if spec.kind in decoders.GRU_KINDS:
+    per_position += 2 * 2 * u * 3 * u  # GRU input and recurrent kernels
+    per_position += 2 * 2 * p * u  # attention scores and context
+    if spec.kind == "gru_mha":
+      encoder += 2 * 2 * b * p * u * u  # keys and values of the grid
+      per_position += 2 * 2 * u * u  # query and output projections
+  else:
+    length = tokens.shape[1]
+    encoder += spec.num_layers * 2 * 2 * b * p * u * u  # cross-attention keys and values
+    per_position += spec.num_layers * (
+        2 * 4 * u * u + 2 * 2 * u * u  # self q, k, v, out; cross q, out
+        + 2 * 2 * length / 2 * u  # causal self-attention, on average half the positions
+        + 2 * 2 * p * u  # cross-attention scores and context
+        + 2 * 2 * u * spec.hidden_dim)  # MLP
+  return 2 * encoder + 3 * real * per_position
 
 
 def run(quick: bool = False) -> list[dict]:
-  repeat = 3 if quick else 10
+  repeat = 3 if quick else 8
   rng = np.random.default_rng(0)
   features = rng.normal(size=(BATCH, POSITIONS, FEATURE_DIM)).astype(np.float32)
-  tokens = coco_like_tokens(rng, BATCH, LENGTH)
-  targets = np.asarray(training.shift_targets(tokens))
-  train_model, _ = seed_keras.build_models(vocab_size=VOCAB, units=UNITS, positions=POSITIONS,
-                                           feature_dim=FEATURE_DIM, max_length=LENGTH)
-  params = jax.tree.map(jnp.asarray, seed_keras.to_jaxcap(train_model))
-  rows = []
-
-  # The seed on TensorFlow first, while the Keras weights are still the initial ones.
-  tf_name = "train step: jaxcap vs seed Keras train_on_batch, Keras on TensorFlow"
-  try:
-    tf_result = seed_ref.run_tensorflow(
-        "train", train_model, {"features": features, "tokens": tokens, "targets": targets},
-        {"sizes": dict(vocab_size=VOCAB, units=UNITS, positions=POSITIONS,
-                       feature_dim=FEATURE_DIM, max_length=LENGTH), "repeat": repeat})
-  except seed_ref.Unavailable as e:
-    tf_result = None
-    rows.append(common.skipped(tf_name, SIZES, str(e)))
-
-  # jaxcap: the pmapped step, as the trainer runs it.
+  batches = {"coco": coco_like_tokens(rng, BATCH, LENGTH),
+             "full": all_real_tokens(rng, BATCH, LENGTH)}
+  describe = {name: f"{name}: {int((t[:, 1:] != 0).sum())} of {BATCH * LENGTH} positions "
+                    f"with a real target" for name, t in batches.items()}
   optimizer = training.keras_adam(1e-3)
-  spec = decoders.DecoderSpec("gru", vocab_size=VOCAB, units=UNITS, feature_dim=FEATURE_DIM,
-                              positions=POSITIONS, max_length=LENGTH)
-  step = training.make_train_step(optimizer, spec)
   n = jax.local_device_count()
-  state = [training.replicate(training.init_state(params, optimizer))]
+  rows, useful_rates = [], {}
+  for kind in decoders.KINDS:
+    spec = decoder_spec(kind)
+    sizes = f"{kind}, {SIZES}" + (", 2 layers of 8 heads" if kind == "transformer" else
+                                   ", 8 heads" if kind == "gru_mha" else "")
+    trainer, problem = None, ""
+    if kind in decoders.GRU_KINDS:
+      build = dict(vocab_size=VOCAB, units=UNITS, positions=POSITIONS,
+                   feature_dim=FEATURE_DIM, max_length=LENGTH)
+      if kind == "gru_mha":
+        build.update(attention="multi_head", num_heads=8, key_dim=UNITS // 8)
+      train_model, _ = seed_keras.build_models(**build)
+      params = jax.tree.map(jnp.asarray, seed_keras.to_jaxcap(train_model))
+      try:
+        trainer = seed_ref.TensorFlowTrainer(
+            train_model, {name: (t, features, np.asarray(training.shift_targets(t)))
+                          for name, t in batches.items()}, build)
+      except seed_ref.Unavailable as e:
+        problem = str(e)
+    else:
+      params = decoders.init(jax.random.key(0), spec)
+    step = training.make_train_step(optimizer, spec)
+    fresh = lambda: training.replicate(training.init_state(params, optimizer))  # pylint: disable=cell-var-from-loop
+    state = [fresh()]
+    sharded = {name: (training.shard(features, n), training.shard(t, n))
+               for name, t in batches.items()}
 
-  def ours(batch_tokens=tokens, batch_features=features):
-    state[0], loss = step(state[0], training.shard(batch_features, n),
-                          training.shard(batch_tokens, n))
-    return loss
+    def ours(name, padded=False):
+      f, t = sharded[name]  # pylint: disable=cell-var-from-loop
+      if padded:  # every position projected, as main did before issue 11
+        state[0], loss = step.pmapped(state[0], f, t, None)  # pylint: disable=cell-var-from-loop
+      else:
+        state[0], loss = step(state[0], f, t)  # pylint: disable=cell-var-from-loop
+      return loss
 
-  # The seed's Keras model on Keras's JAX backend.
-  train_model.compile(optimizer=seed_keras.seed_optimizer(), loss=seed_keras.seed_loss)
+    try:
+      for name, tokens in batches.items():
+        state[0] = fresh()
+        first_ours = float(ours(name)[0])
+        programs = {"jaxcap": functools.partial(ours, name)}
+        if trainer is not None:
+          trainer.reset()
+          first_ref = trainer.step(name)
+          note = f"first-step loss |jaxcap - Keras| = {abs(first_ours - first_ref):.1e}"
 
-  def keras_step(batch_tokens=tokens, batch_features=features):
-    return train_model.train_on_batch([batch_tokens, batch_features],
-                                      np.asarray(training.shift_targets(batch_tokens)))
+          def keras_step(name=name):
+            trainer.step(name)  # pylint: disable=cell-var-from-loop
+            return trainer.last_seconds
+          programs["reference"] = keras_step
+          reference = "Keras on TensorFlow"
+        else:
+          state[0] = fresh()
+          first_ref = float(ours(name, padded=True)[0])
+          note = (f"first-step loss |packed - padded| = {abs(first_ours - first_ref):.1e}" +
+                  (f"; Keras on TensorFlow skipped: {problem}" if problem else ""))
+          programs["reference"] = functools.partial(ours, name, padded=True)
+          reference = "jaxcap projecting every position"
+        t = common.interleaved(programs, repeat=repeat, warmup=1)
+        config = f"{sizes}; {describe[name]}"
+        rows.append(common.row(f"train step ({name}): jaxcap vs {reference}", config,
+                               1 / t["jaxcap"], 1 / t["reference"], "steps/s", note=note,
+                               reference_name=reference))
+        flops = useful_flops(spec, tokens)
+        useful_rates[(kind, name)] = (flops, t["jaxcap"], t["reference"], config)
+    finally:
+      if trainer is not None:
+        trainer.close()
+    del state[0]
 
-  first_loss_ours = float(ours()[0])  # both compile, from the same weights
-  first_loss_keras = float(np.asarray(keras_step()))
-  t = common.interleaved({"ours": ours, "keras": keras_step}, repeat=repeat, warmup=1)
-  t_ours, t_keras = t["ours"], t["keras"]
-  rows.insert(0, common.row(
-      "train step: jaxcap vs seed Keras train_on_batch, Keras on JAX", SIZES, 1 / t_ours,
-      1 / t_keras, "steps/s",
-      note=f"first-step loss |jaxcap - Keras| = {abs(first_loss_ours - first_loss_keras):.1e}"))
-  if tf_result is not None:
-    rows.insert(1, common.row(
-        tf_name, SIZES, 1 / t_ours, 1 / tf_result["seconds"], "steps/s",
-        note=f"first-step loss |jaxcap - Keras| = "
-             f"{abs(first_loss_ours - tf_result['first_loss']):.1e}"))
-
-  # Achieved FLOP/s: XLA's count for a single-device loss+grad+Adam step over the measured
-  # step time, against a matmul of the vocabulary projection's shape timed now.
-  def single_device_step(st, f, t):
-    loss, grads = jax.value_and_grad(training.loss)(st.params, spec, f, t)
-    updates, opt_state = optimizer.update(grads, st.opt_state, st.params)
-    return training.TrainState(step=st.step + 1, params=optax.apply_updates(st.params, updates),
-                               opt_state=opt_state), loss
-
-  cost = jax.jit(single_device_step).lower(
-      training.init_state(params, optimizer), features, tokens).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  xla_flops = float(cost.get("flops", 0.0))
-  hand_flops = analytic_flops(BATCH, LENGTH)
+  # Useful FLOP/s against a bare matmul of the vocabulary projection's shape, timed now.
   a = jnp.asarray(rng.normal(size=(BATCH * LENGTH, UNITS)).astype(np.float32))
   b = jnp.asarray(rng.normal(size=(UNITS, VOCAB)).astype(np.float32))
   matmul = jax.jit(lambda a, b: a @ b)
   t_matmul = common.timeit(lambda: matmul(a, b), repeat=max(repeat, 5), warmup=2)
   matmul_rate = 2 * BATCH * LENGTH * UNITS * VOCAB / t_matmul
-  rows.append(common.row(
-      "train step: jaxcap achieved FLOP/s vs dense matmul", SIZES, xla_flops / t_ours / 1e9,
-      matmul_rate / 1e9, "GFLOP/s",
-      note=(f"XLA cost analysis {xla_flops / 1e9:.0f} GFLOP/step (loss+grad+Adam); "
-            f"hand count of matmuls {hand_flops / 1e9:.0f} GFLOP/step = "
-            f"{hand_flops / t_ours / matmul_rate:.2f}x; matmul ({BATCH * LENGTH}x{UNITS}) @ "
-            f"({UNITS}x{VOCAB})"),
-      reference_name="matmul"))
-
-  # Padding: a stream of COCO-like batches, padded to 64 vs trimmed to their bucket.
-  num_batches = 4 if quick else 12
-  stream = [coco_like_tokens(rng, BATCH, LENGTH) for _ in range(num_batches)]
-  trimmed = [pipeline.trim_to_bucket(t, BUCKETS) for t in stream]
-  loss_fn = jax.jit(functools.partial(training.loss, spec=spec))
-  loss_diff = max(abs(float(loss_fn(params, features=features, tokens=t))
-                      - float(loss_fn(params, features=features, tokens=c)))
-                  for t, c in zip(stream, trimmed))
-
-  def run_stream(batches):
-    def go():
-      for t in batches:
-        loss = ours(t)
-      return loss
-    return go
-
-  for t in {c.shape[1]: c for c in trimmed}.values():
-    jax.block_until_ready(ours(t))  # compile each bucket's shape
-  t = common.interleaved(
-      {"padded": run_stream(stream), "trimmed": run_stream(trimmed),
-       "keras": lambda: [keras_step(c) for c in stream][-1]},
-      repeat=1 if quick else 3, warmup=0)
-  t_padded, t_trimmed, t_keras_padded = (t[k] / num_batches for k in ("padded", "trimmed",
-                                                                      "keras"))
-  lengths = sorted(c.shape[1] for c in trimmed)
-  stream_config = (f"{SIZES}; {num_batches} batches, caption lengths ~13+-3 (8..40), "
-                   f"buckets {BUCKETS} -> lengths {lengths}")
-  rows.append(common.row(
-      "train step: trimmed to length buckets vs padded to 64 (both jaxcap)", stream_config,
-      1 / t_trimmed, 1 / t_padded, "steps/s",
-      note=f"max |loss trimmed - loss padded| = {loss_diff:.1e}", reference_name="padded"))
-  rows.append(common.row(
-      "train step as each program trains: jaxcap trimmed vs seed Keras (JAX) padded to 64",
-      stream_config, 1 / t_trimmed, 1 / t_keras_padded, "steps/s",
-      note="same loss; the seed always pads to 64"))
+  for (kind, name), (flops, t_ours, t_ref, config) in useful_rates.items():
+    if kind == "transformer":
+      continue
+    rows.append(common.row(
+        f"train step ({name}): jaxcap useful FLOP/s vs bare matmul", config,
+        flops / t_ours / 1e9, matmul_rate / 1e9, "GFLOP/s", reference_name="matmul",
+        note=(f"{flops / 1e9:.1f} useful GFLOP/step; Keras on TensorFlow reaches "
+              f"{flops / t_ref / matmul_rate:.2f} of the matmul rate; matmul "
+              f"({BATCH * LENGTH}x{UNITS}) @ ({UNITS}x{VOCAB})")))
   return rows
 
 

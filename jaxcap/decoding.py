@@ -126,6 +126,46 @@ def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Arr
                      top_k=options.top_k, temperature=options.temperature)
 
 
+@functools.partial(jax.jit, static_argnames=("spec", "greedy", "top_k", "temperature"))
+def _python_loop_step(params, spec, context, cache, tokens, key, index, *, greedy, top_k,
+                      temperature):
+  logits, cache, _ = decoders.step(params, spec, context, cache, tokens, index)
+  chosen = choose_tokens(logits, jax.random.fold_in(key, index), greedy=greedy, top_k=top_k,
+                         temperature=temperature)
+  return chosen, cache
+
+
+def python_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array,
+                options: DecodeOptions, *, start_id: int, end_id: int,
+                max_length: int) -> np.ndarray:
+  """The reference for `sample_loop`: the seed's loop, one jitted step at a time from Python.
+
+  Each step's ids come back to the host, which stops once every caption has produced `<end>`
+  (as the seed's `predict_caption` does). Same keys as `sample_loop`, so the same tokens;
+  the tests check the compiled loop against it and the benchmarks time it ("a straight
+  port of the seed's loop"). Greedy or sampling only.
+
+  Returns tokens (B, L) int32 numpy, 0 after each caption's `<end>`.
+  """
+  if options.method == "beam":
+    raise ValueError("python_loop is the reference of greedy and sampling, not beam search")
+  context = jax.jit(decoders.prepare, static_argnums=1)(params, spec, features)
+  cache = decoders.initial_cache(params, spec, context, max_length)
+  last = jnp.full((features.shape[0],), start_id, jnp.int32)
+  out = np.zeros((features.shape[0], max_length), np.int32)
+  done = np.zeros(features.shape[0], bool)
+  for i in range(max_length):
+    last, cache = _python_loop_step(params, spec, context, cache, last, key, i,
+                                    greedy=options.method == "greedy", top_k=options.top_k,
+                                    temperature=options.temperature)
+    ids = np.asarray(last)  # the host looks at every token, as the seed does
+    out[~done, i] = ids[~done]
+    done |= ids == end_id
+    if done.all():
+      break
+  return out
+
+
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
 
 

@@ -43,29 +43,6 @@ def run(model, options, key=jax.random.key(0)):
                              end_id=END, max_length=MAX)
 
 
-def python_reference(model, key, *, greedy, top_k, temperature):
-  """The seed's loop: one step at a time from Python, stop a caption at <end>."""
-  spec, params, features = model
-  context = decoders.prepare(params, spec, features)
-  cache = decoders.initial_cache(params, spec, context, MAX)
-  last = jnp.full((B,), START, jnp.int32)
-  out = np.zeros((B, MAX), np.int32)
-  done = np.zeros(B, bool)
-  for i in range(MAX):
-    logits, cache, _ = decoders.step(params, spec, context, cache, last, i)
-    chosen = np.asarray(decoding.choose_tokens(logits, jax.random.fold_in(key, i),
-                                               greedy=greedy, top_k=top_k,
-                                               temperature=temperature))
-    for b in range(B):
-      if not done[b]:
-        out[b, i] = chosen[b]
-        done[b] = chosen[b] == END
-    last = jnp.asarray(chosen)
-    if done.all():
-      break
-  return out
-
-
 def sequence_log_prob(model, tokens):
   """Teacher-forced sum of log-probabilities of each (B, L) caption up to its <end>."""
   spec, params, features = model
@@ -89,8 +66,10 @@ def test_loop_equals_python_reference(model, method, top_k, temperature):
   key = jax.random.key(7)
   tokens, attention, log_probs = run(
       model, DecodeOptions(method, top_k=top_k, temperature=temperature), key)
-  expected = python_reference(model, key, greedy=method == "greedy", top_k=top_k,
-                              temperature=temperature)
+  spec, params, features = model
+  expected = decoding.python_loop(params, spec, features, key,
+                                  DecodeOptions(method, top_k=top_k, temperature=temperature),
+                                  start_id=START, end_id=END, max_length=MAX)
   np.testing.assert_array_equal(np.asarray(tokens), expected)
   np.testing.assert_allclose(log_probs, sequence_log_prob(model, tokens), atol=1e-4)
   # Attention of generated positions sums to one; padding positions carry none.
