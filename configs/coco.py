@@ -5,7 +5,7 @@
 Every default is the seed notebook's setting. Improvements most users want, as overrides:
     --config.data.all_captions=True          all 5 captions per image (5x the examples)
     --config.data.cache=True                 encode each image once, on disk (same loss)
-    --config.train.length_buckets='(16,24,32,64)'   trim padding per batch (same loss)
+    --config.train.length_buckets='(16,24,32,64)'   fewer compiled shapes (same loss)
     --config.data.source=karpathy --config.data.path=dataset_coco.json
         --config.data.image_root=/data/coco  the usual Karpathy-split files instead of TFDS
 Needs: pip install -e '.[tfds]' and the prepared TFDS data set, and the InceptionResNetV2

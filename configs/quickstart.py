@@ -64,8 +64,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.b1 = 0.9
   config.train.b2 = 0.999
   config.train.eps = 1e-7  # Keras's Adam default, which the seed uses
-  # Trim each batch's padding to the shortest of these lengths that fits it (() = always pad
-  # to model.max_length, as the seed does). The loss is unchanged; steps get cheaper.
+  # Trim each batch's padding to the shortest of these lengths that fits it (() = pad to
+  # model.max_length, as the seed does). The loss is unchanged either way: the train step
+  # also drops trailing padding columns and projects only real targets; the buckets keep
+  # the number of compiled shapes small.
   config.train.length_buckets = (8, 12)
   config.train.compute_dtype = "float32"  # or "bfloat16" (float32 params and loss)
   config.train.log_every = 50
