@@ -22,6 +22,7 @@ than damage to all of them.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -96,6 +97,16 @@ def ignore_closed_loop_callbacks() -> None:
 
   hook.jaxcap = True
   sys.unraisablehook = hook
+  # The sibling reads of a failed restore also fail, and asyncio logs each such task that
+  # nobody awaited when it is garbage-collected ("Task exception was never retrieved"), with
+  # a traceback; the first of them was already reported in one line.
+  logging.getLogger("asyncio").addFilter(_drop_unretrieved_tensorstore_errors)
+
+
+def _drop_unretrieved_tensorstore_errors(record: logging.LogRecord) -> bool:
+  error = record.exc_info[1] if record.exc_info else None
+  return not (record.getMessage().startswith("Task exception was never retrieved")
+              and error is not None and "tensorstore_spec" in str(error))
 
 
 class Checkpoints:

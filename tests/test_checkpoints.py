@@ -192,3 +192,18 @@ def test_nothing_is_moved_when_no_checkpoint_restores(tmp_path, capsys):
   assert writer.newest_readable(writer.restore_meta, set_aside=True) == (None, None)
   assert "meta/metadata not found" in capsys.readouterr().err
   assert writer.steps() == [1]
+
+
+def test_unretrieved_sibling_read_errors_are_not_logged():
+  import logging  # pylint: disable=g-import-not-at-top
+  checkpoints.ignore_closed_loop_callbacks()
+  asyncio_logger = logging.getLogger("asyncio")
+
+  def record(error):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                             "Task exception was never retrieved\nfuture: <Task ...>", None,
+                             (type(error), error, None))
+
+  sibling = ValueError("OUT_OF_RANGE: Error reading ... [tensorstore_spec='{...}']")
+  assert not asyncio_logger.filter(record(sibling))
+  assert asyncio_logger.filter(record(ValueError("something else")))  # still logged

@@ -84,7 +84,7 @@ def test_jsonl_non_utf8_byte_names_file_and_line(tmp_path):
   config = ml_collections.ConfigDict({"source": "jsonl", "path": str(path)})
   with pytest.raises(ValueError, match=r"latin1.jsonl, line 2: not UTF-8 \(byte 0xe9 at "
                      r"column 38\)"):
-    sources.splits(config, 8)
+    sources.splits(config, 8, "pil_bilinear")
 
 
 def test_jsonl_hashed_split_is_stable(tmp_path):
