@@ -75,11 +75,9 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
 
 
 def caption_split(args, use_java) -> dict:
-  from jaxcap import encoders, evaluation, trainer  # pylint: disable=g-import-not-at-top
-  from jaxcap.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from jaxcap import encoders, evaluation  # pylint: disable=g-import-not-at-top
+  from jaxcap.data import features, pipeline, sources  # pylint: disable=g-import-not-at-top
   from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
-  import functools  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
 
   captioner = Captioner(args.workdir, args.checkpoint)
   config = captioner.config
@@ -88,12 +86,12 @@ def caption_split(args, use_java) -> dict:
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
                            split.load, split.files and split.files[:args.limit])
-  feature_fn = jax.jit(functools.partial(captioner.encoder.features, captioner.encoder_params))
-  features, kept = trainer.encode_split(config, split, feature_fn, args.workdir)
+  feature_fn = encoders.feature_function(captioner.encoder, captioner.encoder_params)
+  feats, kept = features.split_features(config, split, feature_fn, args.workdir)
   # Scoring defaults to greedy, whatever the config samples with.
   options = decode_options.options_from_flags(
       args, dataclasses.replace(captioner.options, method="greedy"))
-  data = pipeline.make_caption_set(features, [split.captions[i] for i in kept], captioner.vocab,
+  data = pipeline.make_caption_set(feats, [split.captions[i] for i in kept], captioner.vocab,
                                    config.model.max_length, all_captions=False, image_rows=kept)
   scores, candidates = evaluation.evaluate(captioner.params, captioner.spec, data,
                                            captioner.vocab, options, config.model.max_length,

@@ -28,7 +28,7 @@ def evaluate(params, spec: decoders.DecoderSpec, data: pipeline.CaptionSet,
   tokens = decoding.caption_features(
       params, spec, data.features_of(rows), options, start_id=vocab.start_id,
       end_id=vocab.end_id, max_length=max_length)
-  candidates = [vocab.decode(row) for row in tokens]
+  candidates = [vocab.to_text(row) for row in tokens]
   scores = metrics.score({i: refs for i, refs in enumerate(references)},
                          {i: c for i, c in enumerate(candidates)}, use_java=use_java,
                          which=which)

@@ -94,5 +94,5 @@ class Captioner:
         options or self.options, start_id=self.vocab.start_id, end_id=self.vocab.end_id,
         max_length=max_length or self.config.model.max_length)
     tokens = np.asarray(tokens)
-    return ([self.vocab.decode(row) for row in tokens],
+    return ([self.vocab.to_text(row) for row in tokens],
             [self.vocab.words(row) for row in tokens], np.asarray(attention))

@@ -18,6 +18,21 @@ def dense(params: dict, x: jax.Array) -> jax.Array:
   return x @ params["kernel"].astype(x.dtype) + params["bias"].astype(x.dtype)
 
 
+def project_grid(dense_params: dict, features: jax.Array,
+                 positions: jax.Array | None = None) -> jax.Array:
+  """Encoder features (B, P, D) -> the grid the decoder attends over (B, P, U): the seed's
+  Dense(units, relu) with `dense_params` (see `dense`), plus `positions` (P, U) if given.
+
+  The seed's grid carries no explicit position, so "left of" must be read from whatever
+  position the CNN features leak. A learned position embedding (an option of the GRUs, always
+  on in the transformer) makes spatial relations learnable.
+  """
+  grid = jax.nn.relu(dense(dense_params, features))
+  if positions is not None:
+    grid = grid + positions.astype(grid.dtype)
+  return grid
+
+
 def dot_attention(query: jax.Array, value: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Luong dot-product attention, as `keras.layers.Attention()([query, value])`.
 
@@ -85,6 +100,21 @@ def scaled_attention(query: jax.Array, key: jax.Array, value: jax.Array,
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
   return jnp.einsum("...hts,...shk->...thk", weights, value), weights
+
+
+def init_attention(key: jax.Array, units: int, num_heads: int, head_dim: int) -> dict:
+  """Fresh `multi_head_attention` params for width `units` (U), H heads of K, as
+  keras.layers.MultiHeadAttention initialises them: glorot_uniform kernels, zero biases.
+
+  {'query', 'key', 'value': {'kernel': (U, H, K), 'bias': (H, K)},
+   'output': {'kernel': (H, K, U), 'bias': (U,)}}
+  """
+  glorot = jax.nn.initializers.glorot_uniform()
+  u, h, k = units, num_heads, head_dim
+  kq, kk, kv, ko = jax.random.split(key, 4)
+  proj = lambda key: {"kernel": glorot(key, (u, h, k)), "bias": jnp.zeros((h, k))}
+  return {"query": proj(kq), "key": proj(kk), "value": proj(kv),
+          "output": {"kernel": glorot(ko, (h, k, u)), "bias": jnp.zeros((u,))}}
 
 
 def multi_head_attention(params: dict, query: jax.Array, value: jax.Array,

@@ -86,7 +86,7 @@ def parse_options(fields: dict[str, str], vocab_size: int) -> DecodeOptions:
 
 
 @functools.partial(jax.jit, static_argnames="feature_fn")
-def _encode(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
+def _extract_features(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
   """images (B, S, S, 3) -> features (B, P, D) float32."""
   return feature_fn(encoder_params, images).astype(jnp.float32)
 
@@ -103,22 +103,23 @@ def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
   """
   count = images.shape[0]
   size = bucket(count, sizes) if sizes else count
-  encode = functools.partial(_encode, captioner.encoder.features, captioner.encoder_params)
+  extract = functools.partial(_extract_features, captioner.encoder.features,
+                              captioner.encoder_params)
   if encode_chunk:
     parts = [images[i:i + encode_chunk] for i in range(0, count, encode_chunk)]
     features = np.concatenate([
-        np.asarray(encode(_pad(part, bucket(len(part), chunk_sizes(encode_chunk)))))[
+        np.asarray(extract(_pad(part, bucket(len(part), chunk_sizes(encode_chunk)))))[
             :len(part)] for part in parts])
     features = _pad(features, size)
   else:
-    features = encode(_pad(images, size))
+    features = extract(_pad(images, size))
   # The seed goes in as the key, not as part of the options (static: one compile each).
   tokens, attention, _ = decoding.decode_jit(
       captioner.params, captioner.spec, features, jax.random.key(options.seed),
       dataclasses.replace(options, seed=0), start_id=captioner.vocab.start_id,
       end_id=captioner.vocab.end_id, max_length=captioner.config.model.max_length)
   tokens = np.asarray(tokens)[:count]
-  return ([captioner.vocab.decode(row) for row in tokens],
+  return ([captioner.vocab.to_text(row) for row in tokens],
           [captioner.vocab.words(row) for row in tokens], np.asarray(attention)[:count])
 
 

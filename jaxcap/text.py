@@ -87,16 +87,16 @@ class Vocabulary:
   def id(self, token: str) -> int:
     return self._ids.get(token, UNK_ID)
 
-  def encode(self, caption: str, length: int) -> np.ndarray:
+  def to_ids(self, caption: str, length: int) -> np.ndarray:
     """Caption -> int32 ids (length,): wrapped, standardized, padded with 0 or cut."""
     ids = [self.id(t) for t in tokenize(caption)][:length]
     return np.asarray(ids + [PAD_ID] * (length - len(ids)), dtype=np.int32)
 
-  def encode_batch(self, captions: Sequence[str], length: int) -> np.ndarray:
+  def to_ids_batch(self, captions: Sequence[str], length: int) -> np.ndarray:
     """Captions -> int32 ids (N, length)."""
     out = np.zeros((len(captions), length), dtype=np.int32)
     for row, caption in enumerate(captions):
-      out[row] = self.encode(caption, length)
+      out[row] = self.to_ids(caption, length)
     return out
 
   def words(self, ids: Iterable[int]) -> list[str]:
@@ -108,7 +108,7 @@ class Vocabulary:
       out.append(self.tokens[int(i)])
     return out
 
-  def decode(self, ids: Iterable[int]) -> str:
+  def to_text(self, ids: Iterable[int]) -> str:
     """Ids -> caption text: stops at `<end>`, drops `<start>` and padding."""
     words = []
     for i in ids:

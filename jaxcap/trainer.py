@@ -1,8 +1,10 @@
-"""The training loop behind `train.py`: data, resume, steps, validation, checkpoints, logs."""
+"""The training loop behind `train.py`: resume, steps, validation, checkpoints, logs.
+
+The data it trains on comes from `jaxcap.data.features.build_data`.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -13,55 +15,8 @@ import numpy as np
 import tqdm
 
 from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
-                    faults, logs, metrics, scst, text, training, workdir as workdir_lib)
-from jaxcap.data import cache, pipeline, sources
-
-
-def load_encoder(config):
-  """(encoder module, its params, jitted feature function images -> features)."""
-  encoder = encoders.get(config.encoder.name)
-  params = encoder.load_params(config.encoder.weights or None)
-  feature_fn = jax.jit(functools.partial(encoder.features, params))
-  return encoder, params, feature_fn
-
-
-def encode_split(config, split: pipeline.Split, feature_fn, workdir: str):
-  """(features (N, P, D) by split index, indices of the readable images) of a split.
-
-  With `data.cache`, features live on disk under `data.cache_dir` (default
-  <workdir>/feature_cache) and are computed once; otherwise in memory, every run.
-  """
-  if config.data.get("cache", False):
-    return cache.encode_cached(
-        split, feature_fn, batch_size=config.encoder.batch_size,
-        cache_root=config.data.get("cache_dir", "") or os.path.join(workdir, "feature_cache"),
-        description=cache.describe_encoder(config.encoder))
-  return pipeline.encode_images(split, feature_fn, batch_size=config.encoder.batch_size)
-
-
-def build_data(config, feature_fn, workdir, split_names=("train", "val")):
-  """Encodes the splits once; returns the vocabulary and a CaptionSet per non-empty split
-  (train must have images)."""
-  splits = sources.splits(config.data, encoders.image_size(config.encoder),
-                          encoders.resize_method(config.encoder))
-  encoded = {}
-  for name in split_names:
-    split = splits[name]
-    if not len(split) and name != "train":
-      print(f"the {name} split has no images: skipping what needs it (for your own data, "
-            f"mark some lines \"split\": \"{name}\" or raise data.{name}_fraction)")
-      continue
-    features, kept = encode_split(config, split, feature_fn, workdir)
-    encoded[name] = (features, [split.captions[i] for i in kept], kept)
-  train_captions = [c for caps in encoded["train"][1] for c in caps]
-  vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
-  sets = {
-      name: pipeline.make_caption_set(
-          feats, caps, vocab, config.model.max_length,
-          all_captions=config.data.all_captions if name == "train" else False, image_rows=kept)
-      for name, (feats, caps, kept) in encoded.items()
-  }
-  return vocab, sets
+                    faults, logs, metrics, scst, training, workdir as workdir_lib)
+from jaxcap.data import features, pipeline
 
 
 def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
@@ -154,8 +109,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  encoder, _, feature_fn = load_encoder(config)
-  vocab, sets = build_data(config, feature_fn, workdir)
+  encoder, _, feature_fn = encoders.load(config.encoder)
+  vocab, sets = features.build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
   spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
                                    feature_dim=encoder.FEATURE_DIM,

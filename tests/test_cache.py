@@ -14,8 +14,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from jaxcap import decoders, text, trainer, training
+from jaxcap import decoders, text, training
 from jaxcap.data import cache, pipeline, sources
+from jaxcap.data.features import split_features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,8 +54,9 @@ RUN = SETUP + textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
 
     cache._crash_point = crash_point
-    feats, kept = cache.encode_cached(split, feature_fn, batch_size=4, cache_root=sys.argv[1],
-                                      description={"name": "toy", "image_size": 8})
+    feats, kept = cache.extract_features_cached(split, feature_fn, batch_size=4,
+                                                cache_root=sys.argv[1],
+                                                description={"name": "toy", "image_size": 8})
     print("LOADS", loads[0], "KEPT", len(kept))
 """)
 TOY = {"name": "toy", "image_size": 8}
@@ -69,8 +71,8 @@ def run(root, kill_after=-1, crash_at=-1):
 def reference():
   namespace = {}
   exec(SETUP, namespace)  # pylint: disable=exec-used
-  return namespace, pipeline.encode_images(namespace["split"], namespace["feature_fn"],
-                                           batch_size=4)
+  return namespace, pipeline.extract_features(namespace["split"], namespace["feature_fn"],
+                                              batch_size=4)
 
 
 def test_killed_halfway_then_completed(tmp_path):
@@ -98,7 +100,7 @@ def test_killed_halfway_then_completed(tmp_path):
 def test_written_but_unmarked_row_is_recomputed(tmp_path):
   namespace, (expected, kept) = reference()
   split, fn = namespace["split"], namespace["feature_fn"]
-  cache.encode_cached(split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
+  cache.extract_features_cached(split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
   folder = cache.cache_folder(str(tmp_path), split, TOY)
   features = np.lib.format.open_memmap(os.path.join(folder, "features.npy"), "r+")
   valid = np.lib.format.open_memmap(os.path.join(folder, "valid.npy"), "r+")
@@ -107,16 +109,16 @@ def test_written_but_unmarked_row_is_recomputed(tmp_path):
   features.flush()
   valid.flush()
   del features, valid
-  got, _ = cache.encode_cached(split, fn, batch_size=4, cache_root=str(tmp_path),
-                               description=TOY)
+  got, _ = cache.extract_features_cached(split, fn, batch_size=4, cache_root=str(tmp_path),
+                                         description=TOY)
   np.testing.assert_allclose(got[3], expected[3], atol=2e-3)
 
 
 def test_training_loss_same_from_cache(tmp_path):
   namespace, (expected, kept) = reference()
   split, fn = namespace["split"], namespace["feature_fn"]
-  cached, cached_kept = cache.encode_cached(split, fn, batch_size=4, cache_root=str(tmp_path),
-                                            description=TOY)
+  cached, cached_kept = cache.extract_features_cached(
+      split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
   np.testing.assert_array_equal(cached_kept, kept)
   vocab = text.Vocabulary.build([c for caps in split.captions for c in caps], 100)
   captions = [split.captions[i] for i in kept]
@@ -151,12 +153,12 @@ def test_killed_between_data_flush_and_valid_flush(tmp_path):
 def test_truncated_features_file_is_rebuilt(tmp_path, caplog):
   namespace, (expected, kept) = reference()
   split, fn = namespace["split"], namespace["feature_fn"]
-  cache.encode_cached(split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
+  cache.extract_features_cached(split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
   path = os.path.join(cache.cache_folder(str(tmp_path), split, TOY), "features.npy")
   os.truncate(path, os.path.getsize(path) // 2)
   with caplog.at_level(logging.WARNING):
-    got, got_kept = cache.encode_cached(split, fn, batch_size=4, cache_root=str(tmp_path),
-                                        description=TOY)
+    got, got_kept = cache.extract_features_cached(
+        split, fn, batch_size=4, cache_root=str(tmp_path), description=TOY)
   assert path in caplog.text and "rebuilding" in caplog.text
   np.testing.assert_array_equal(got_kept, kept)
   np.testing.assert_allclose(got[kept], expected[kept], atol=2e-3)
@@ -169,12 +171,12 @@ def test_full_disk_names_the_cache_file(tmp_path, monkeypatch):
   namespace, _ = reference()
   with pytest.raises(OSError, match=r"no space left on device writing the feature cache "
                      r"\(0.00 GB; data.cache_dir chooses where\) \(.*features.npy\)"):
-    cache.encode_cached(namespace["split"], namespace["feature_fn"], batch_size=4,
-                        cache_root=str(tmp_path), description=TOY)
+    cache.extract_features_cached(namespace["split"], namespace["feature_fn"], batch_size=4,
+                                  cache_root=str(tmp_path), description=TOY)
   assert not list(tmp_path.rglob("*.npy"))  # nothing left that looks like a cache
 
 
-# Real image files and the trainer's entry point, as train.py and evaluate.py use it.
+# Real image files and the entry point that train.py and evaluate.py use.
 def write_png(path, value):
   pixels = np.full((8, 8, 3), value, np.uint8)
   pixels[::2, ::2] = 255 - value  # content that changes the PNG's size with the value
@@ -216,13 +218,13 @@ def counting(fn):
 
 def test_changed_image_file_is_recomputed(tmp_path):
   split = file_split(tmp_path)
-  before, _ = trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
+  before, _ = split_features(file_config(tmp_path), split, mean_colour, str(tmp_path))
   before = np.array(before)
   stat = os.stat(split.keys[2])
   write_png(split.keys[2], 200)  # another picture at the same path
   os.utime(split.keys[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
   fn, calls = counting(mean_colour)
-  after, _ = trainer.encode_split(file_config(tmp_path), split, fn, str(tmp_path))
+  after, _ = split_features(file_config(tmp_path), split, fn, str(tmp_path))
   assert calls == [4]  # one batch: image 2 alone, padded
   expected = mean_colour(split.load(2)[None])[0]
   np.testing.assert_allclose(after[2], expected, atol=2e-3)
@@ -232,20 +234,20 @@ def test_changed_image_file_is_recomputed(tmp_path):
 
 def test_same_size_new_mtime_is_recomputed(tmp_path):
   split = file_split(tmp_path)
-  trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
+  split_features(file_config(tmp_path), split, mean_colour, str(tmp_path))
   os.utime(split.keys[4], ns=(0, 12345))
   fn, calls = counting(mean_colour)
-  trainer.encode_split(file_config(tmp_path), split, fn, str(tmp_path))
+  split_features(file_config(tmp_path), split, fn, str(tmp_path))
   assert len(calls) == 1
   fn, calls = counting(mean_colour)
-  trainer.encode_split(file_config(tmp_path), split, fn, str(tmp_path))
+  split_features(file_config(tmp_path), split, fn, str(tmp_path))
   assert calls == []  # the new stamp was stored
 
 
 @pytest.mark.parametrize("change", ["weights", "resize", "image_size"])
 def test_cache_of_another_encoder_setting_is_never_read(tmp_path, change):
   split = file_split(tmp_path)
-  trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
+  split_features(file_config(tmp_path), split, mean_colour, str(tmp_path))
   if change == "weights":  # same path, other content
     (tmp_path / "weights.bin").write_bytes(b"other weights")
     config = file_config(tmp_path)
@@ -254,13 +256,13 @@ def test_cache_of_another_encoder_setting_is_never_read(tmp_path, change):
   else:
     config = file_config(tmp_path, image_size=16)
   other = lambda images: mean_colour(images) + 1.0  # what another encoder would compute
-  got, _ = trainer.encode_split(config, split, other, str(tmp_path))
+  got, _ = split_features(config, split, other, str(tmp_path))
   np.testing.assert_allclose(got[0], other(split.load(0)[None])[0], atol=2e-3)
 
 
 def test_batch_size_does_not_rebuild(tmp_path):
   split = file_split(tmp_path)
-  trainer.encode_split(file_config(tmp_path), split, mean_colour, str(tmp_path))
+  split_features(file_config(tmp_path), split, mean_colour, str(tmp_path))
   fn, calls = counting(mean_colour)
-  trainer.encode_split(file_config(tmp_path, batch_size=2), split, fn, str(tmp_path))
+  split_features(file_config(tmp_path, batch_size=2), split, fn, str(tmp_path))
   assert calls == []

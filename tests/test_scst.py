@@ -76,7 +76,7 @@ def test_cider_d_equals_pycocoevalcap():
   batch = np.concatenate([rows[order].reshape(-1, rows.shape[-1]), rows[[0, 5], [0, 1]]])
   ours = reward.score_tokens(images, batch, end_id=vocab.end_id,
                              drop=(text.PAD_ID, vocab.start_id))
-  expected = np.stack([_pycocoevalcap(refs, [vocab.decode(r) for r in rows[:, s]])
+  expected = np.stack([_pycocoevalcap(refs, [vocab.to_text(r) for r in rows[:, s]])
                        for s in range(samples)], axis=1)  # (I, S)
   want = np.concatenate([expected[order].reshape(-1), expected[[0, 5], [0, 1]]])
   assert np.abs(want).max() > 1.0 and (want == 0).any()  # the fixture spans the range

@@ -109,7 +109,9 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
-  compiled = serve._encode._cache_size(), serve.decoding.decode_jit._cache_size()
+  compiled_programs = lambda: (serve._extract_features._cache_size(),  # noqa: E731
+                               serve.decoding.decode_jit._cache_size())
+  compiled = compiled_programs()
   for count in (2, 3, len(examples)):  # start-up compiled every shape these need
     files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
              enumerate(examples[:count])]
@@ -117,7 +119,7 @@ def test_several_files_in_order_and_raw_body(client, examples):
     assert answer.status_code == 200, answer.text
     assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
     assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
-  assert (serve._encode._cache_size(), serve.decoding.decode_jit._cache_size()) == compiled
+  assert compiled_programs() == compiled
   for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
     raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
     assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]

@@ -34,8 +34,8 @@ def toy_features(images):
   return images.reshape(images.shape[0], -1, 3)[:, ::16]
 
 
-def encode(split):
-  return pipeline.encode_images(split, toy_features, batch_size=4)
+def extract(split):
+  return pipeline.extract_features(split, toy_features, batch_size=4)
 
 
 def test_jsonl(tmp_path):
@@ -55,7 +55,7 @@ def test_jsonl(tmp_path):
   assert len(train) == 4 and train.captions[0] == ["a red thing", "red"]
   assert train.keys[0] == str(tmp_path / "img" / "red.png")
   assert splits["val"].captions == [["blue"]] and len(splits["test"]) == 1
-  features, kept = encode(train)
+  features, kept = extract(train)
   assert list(kept) == [0, 1] and features.shape[0] == 4
   image = splits["test"].load(0)
   assert image.shape == (8, 8, 3) and image[..., 2].mean() < 0.3  # CMYK yellow -> RGB
@@ -130,7 +130,7 @@ def test_karpathy(tmp_path):
   assert sources.splits(config, 8, "pil_bilinear")["train"].captions == [
       ["A red box.", "Red."], ["Gray."]]
   with pytest.raises(ValueError, match="no readable images in the test split"):
-    encode(splits["test"])
+    extract(splits["test"])
 
 
 def test_coco_json(tmp_path):
@@ -150,7 +150,7 @@ def test_coco_json(tmp_path):
   splits = sources.splits(config, 8, "pil_bilinear")
   assert splits["train"].captions[0] == ["red", "a red one"]
   assert splits["test"].keys == splits["val"].keys
-  _, kept = encode(splits["train"])
+  _, kept = extract(splits["train"])
   assert list(kept) == [0, 1]
 
 

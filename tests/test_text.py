@@ -32,25 +32,25 @@ def test_vocabulary_by_frequency_with_cap():
   assert len(vocab) == 8
   # a: 5, <start>/<end>/red: 4... ties alphabetical: <end> < <start>.
   assert vocab.tokens[2:6] == ["a", "<end>", "<start>", "circle"]
-  ids = vocab.encode("a red one", length=7)
+  ids = vocab.to_ids("a red one", length=7)
   assert ids.dtype == np.int32 and ids.shape == (7,)
   assert ids[0] == vocab.start_id and ids[-1] == 0
   assert vocab.id("one") == text.UNK_ID  # past the cap
-  assert vocab.decode(ids) == "a red [UNK]"
+  assert vocab.to_text(ids) == "a red [UNK]"
 
 
-def test_encode_cuts_and_pads():
+def test_to_ids_cuts_and_pads():
   vocab = text.Vocabulary.build(["one two three four five"], 100)
-  assert list(vocab.encode("one two three four five", 4)) == [
+  assert list(vocab.to_ids("one two three four five", 4)) == [
       vocab.start_id, vocab.id("one"), vocab.id("two"), vocab.id("three")]
-  batch = vocab.encode_batch(["one", "two three"], 6)
+  batch = vocab.to_ids_batch(["one", "two three"], 6)
   assert batch.shape == (2, 6) and batch[0, 3] == 0 and batch[0, 2] == vocab.end_id
 
 
 def test_decode_stops_at_end_and_skips_markers():
   vocab = text.Vocabulary.build(["x y"], 10)
   ids = [vocab.start_id, vocab.id("x"), vocab.end_id, vocab.id("y")]
-  assert vocab.decode(ids) == "x"
+  assert vocab.to_text(ids) == "x"
 
 
 def test_json_round_trip(tmp_path):
@@ -71,4 +71,4 @@ def test_bad_vocabularies_are_refused():
 
 def test_normalize_matches_decoded_form():
   vocab = text.Vocabulary.build(["A Red  circle."], 20)
-  assert vocab.decode(vocab.encode("A Red  circle.", 10)) == text.normalize("A Red  circle.")
+  assert vocab.to_text(vocab.to_ids("A Red  circle.", 10)) == text.normalize("A Red  circle.")

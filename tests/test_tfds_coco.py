@@ -44,7 +44,7 @@ def test_mock_coco_captions():
     image = train.load(7)  # a restval image, read by streaming
     assert image.shape == (32, 32, 3) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0
-    features, kept = pipeline.encode_images(
+    features, kept = pipeline.extract_features(
         val, lambda x: x.reshape(x.shape[0], -1, 3)[:, ::64], batch_size=2)
     assert list(kept) == list(range(5)) and features.shape == (5, 16, 3)
     # Streaming gives image i, not just "the next one": re-reading matches.

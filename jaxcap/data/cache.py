@@ -164,7 +164,7 @@ def _open_existing(folder: str, keys: list[str], description: dict):
   return features, stamps, valid
 
 
-def encode_cached(
+def extract_features_cached(
     split: pipeline.Split,
     feature_fn: Callable[[np.ndarray], jax.Array],
     *,
@@ -172,7 +172,7 @@ def encode_cached(
     cache_root: str,
     description: dict,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """`pipeline.encode_images` through the cache: same contract, features on disk.
+  """`pipeline.extract_features` through the cache: same contract, features on disk.
 
   description: what the features depend on besides the pixels (`describe_encoder`); it
     needs "name" and "image_size".
@@ -196,7 +196,7 @@ def encode_cached(
   skipped: list[str] = []
   with tqdm.tqdm(total=len(split), initial=len(split) - len(todo), unit="img",
                  desc=f"caching {split.name} features", disable=len(todo) < 256) as bar:
-    for rows, feats in pipeline.encoded_batches(split, todo, feature_fn, batch_size, skipped,
+    for rows, feats in pipeline.feature_batches(split, todo, feature_fn, batch_size, skipped,
                                                 bar):
       if features is None:
         _create(folder, split.keys, description, (len(split),) + feats.shape[1:])

@@ -1,6 +1,6 @@
-"""From captioned images to training batches: encode once, then batch features and token ids.
+"""From captioned images to training batches: features extracted once, then batched.
 
-The encoder is frozen, so every image is encoded once (`encode_images`) and training reads
+The encoder is frozen, so it runs over every image once (`extract_features`) and training reads
 features, never pixels. Batches are a pure function of (seed, step): a resumed run sees
 exactly the batches it would have seen without the interruption.
 """
@@ -42,7 +42,7 @@ class Split:
 
 @dataclasses.dataclass
 class CaptionSet:
-  """Encoded images and their captions, one example per row.
+  """Image features and their captions, one example per row.
 
   features: (N_images, P, D) array-like (an ndarray or a memory map), usually float16.
   image_index: (N,) int, the image of each example (several captions may share one).
@@ -63,7 +63,7 @@ class CaptionSet:
     return np.asarray(self.features[self.image_index[rows]], np.float32)
 
 
-def encoded_batches(
+def feature_batches(
     split: Split,
     indices: Sequence[int],
     feature_fn: Callable[[np.ndarray], jax.Array],
@@ -110,7 +110,7 @@ def encoded_batches(
     yield ready(*in_flight)
 
 
-def encode_images(
+def extract_features(
     split: Split,
     feature_fn: Callable[[np.ndarray], jax.Array],
     *,
@@ -129,7 +129,7 @@ def encode_images(
   out, kept, skipped = None, [], []
   with tqdm.tqdm(total=len(split), desc=f"encoding {split.name} images", unit="img",
                  disable=len(split) < 256) as bar:
-    for rows, feats in encoded_batches(split, range(len(split)), feature_fn, batch_size,
+    for rows, feats in feature_batches(split, range(len(split)), feature_fn, batch_size,
                                        skipped, bar):
       if out is None:
         out = np.zeros((len(split),) + feats.shape[1:], dtype)
@@ -164,7 +164,7 @@ def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],
       rows.append(i)
       texts.append(caption)
       refs.append(list(image_captions))
-  return CaptionSet(features, np.asarray(rows, np.int64), vocab.encode_batch(texts, max_length),
+  return CaptionSet(features, np.asarray(rows, np.int64), vocab.to_ids_batch(texts, max_length),
                     texts, refs)
 
 

@@ -22,7 +22,7 @@ Parameter tree (V = vocabulary, U = units, D = encoder feature size, H heads of 
      'gru_recurrent_bias': {'r': (U,), 'z': (U,)},   # Keras's second r/z biases
      'layer_norm': {'scale': (U,), 'bias': (U,)},
      'logits': {'kernel': (U, V), 'bias': (V,)},
-     'grid_positions': (P, U),                                   # optional, see `encode_grid`
+     'grid_positions': (P, U),                                   # optional, see `project_grid`
      'init_hidden': {'kernel': (P * U, U), 'bias': (U,)},        # optional, `initial_hidden`
      'attention': {'query','key','value': {'kernel': (U, H, K), 'bias': (H, K)},
                    'output': {'kernel': (H, K, U), 'bias': (U,)}}}   # gru_mha only
@@ -64,16 +64,6 @@ def _gru_cell_params(key: jax.Array, units: int) -> dict:
   return cell.init(key, zeros, zeros)["params"]
 
 
-def _attention_params(key: jax.Array, spec) -> dict:
-  """keras.layers.MultiHeadAttention's weights: glorot_uniform kernels, zero biases."""
-  glorot = nn.initializers.glorot_uniform()
-  u, h, k = spec.units, spec.num_heads, spec.head_dim
-  kq, kk, kv, ko = jax.random.split(key, 4)
-  proj = lambda key: {"kernel": glorot(key, (u, h, k)), "bias": jnp.zeros((h, k))}
-  return {"query": proj(kq), "key": proj(kk), "value": proj(kv),
-          "output": {"kernel": glorot(ko, (h, k, u)), "bias": jnp.zeros((u,))}}
-
-
 def init(key: jax.Array, spec) -> Params:
   """Fresh parameters with Keras's initialisers (see the module docstring for the tree)."""
   k_enc, k_emb, k_gru, k_out, k_pos, k_init, k_att = jax.random.split(key, 7)
@@ -96,21 +86,15 @@ def init(key: jax.Array, spec) -> Params:
     params["init_hidden"] = {"kernel": glorot(k_init, (spec.positions * u, u)),
                              "bias": zeros_u}
   if spec.kind == "gru_mha":
-    params["attention"] = _attention_params(k_att, spec)
+    params["attention"] = layers.init_attention(k_att, u, spec.num_heads, spec.head_dim)
   return params
 
 
-def encode_grid(params: Params, features: jax.Array) -> jax.Array:
-  """Encoder features (B, P, D) -> attention grid (B, P, U): the seed's Dense(units, relu).
-
-  The seed's grid carries no explicit position, so "left of" must be read from whatever
-  position the CNN features leak. With 'grid_positions' in `params` (an option, off in the
-  seed's config), a learned (P, U) embedding is added so spatial relations are learnable.
-  """
-  grid = jax.nn.relu(layers.dense(params["encoder_dense"], features))
-  if "grid_positions" in params:
-    grid = grid + params["grid_positions"].astype(grid.dtype)
-  return grid
+def project_grid(params: Params, features: jax.Array) -> jax.Array:
+  """Encoder features (B, P, D) -> attention grid (B, P, U): the seed's Dense(units, relu)
+  (`layers.project_grid`), plus 'grid_positions' when `params` has them (an option, off in
+  the seed's config)."""
+  return layers.project_grid(params["encoder_dense"], features, params.get("grid_positions"))
 
 
 def initial_hidden(params: Params, grid: jax.Array) -> jax.Array:
@@ -162,7 +146,7 @@ def gru_update(params: Params, hidden: jax.Array, inputs: jax.Array) -> jax.Arra
 def prepare(params: Params, spec, features: jax.Array) -> dict:
   """Per image, once: {'grid': (B, P, U)}, plus the attention's keys and values
   ('keys', 'values': (B, P, H, K)) for gru_mha."""
-  grid = encode_grid(params, features)
+  grid = project_grid(params, features)
   context = {"grid": grid}
   if spec.kind == "gru_mha":
     context["keys"] = layers.heads(params["attention"]["key"], grid)

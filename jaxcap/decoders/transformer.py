@@ -51,14 +51,6 @@ def _dense(key, d_in: int, d_out: int) -> dict:
           "bias": jnp.zeros((d_out,), jnp.float32)}
 
 
-def _attention(key, u: int, h: int, k: int) -> dict:
-  init = nn.initializers.xavier_uniform()
-  kq, kk, kv, ko = jax.random.split(key, 4)
-  proj = lambda key: {"kernel": init(key, (u, h, k)), "bias": jnp.zeros((h, k))}
-  return {"query": proj(kq), "key": proj(kk), "value": proj(kv),
-          "output": {"kernel": init(ko, (h, k, u)), "bias": jnp.zeros((u,))}}
-
-
 def init(key: jax.Array, spec) -> Params:
   u, h, k, m = spec.units, spec.num_heads, spec.head_dim, spec.hidden_dim
   keys = jax.random.split(key, 5 + spec.num_layers)
@@ -67,8 +59,8 @@ def init(key: jax.Array, spec) -> Params:
   for block_key in keys[5:]:
     ks, kc, kh, ko = jax.random.split(block_key, 4)
     blocks.append({
-        "self_norm": _norm(u), "self_attention": _attention(ks, u, h, k),
-        "cross_norm": _norm(u), "cross_attention": _attention(kc, u, h, k),
+        "self_norm": _norm(u), "self_attention": layers.init_attention(ks, u, h, k),
+        "cross_norm": _norm(u), "cross_attention": layers.init_attention(kc, u, h, k),
         "mlp_norm": _norm(u), "mlp": {"hidden": _dense(kh, u, m), "output": _dense(ko, m, u)},
     })
   return {
@@ -93,8 +85,7 @@ def prepare(params: Params, spec, features: jax.Array) -> dict:
   """Per image, once: the grid (B, P, U) and each block's cross-attention keys and values,
   'cross_keys', 'cross_values': lists of (B, P, H, K)."""
   del spec
-  grid = jax.nn.relu(layers.dense(params["encoder_dense"], features))
-  grid = grid + params["grid_positions"].astype(grid.dtype)
+  grid = layers.project_grid(params["encoder_dense"], features, params["grid_positions"])
   return {
       "grid": grid,
       "cross_keys": [layers.heads(b["cross_attention"]["key"], grid) for b in params["blocks"]],

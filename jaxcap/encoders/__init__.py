@@ -29,3 +29,17 @@ def resize_method(encoder_config) -> str:
   `encoder.resize`, checked; configs older than that field used Pillow's."""
   from jaxcap import images  # pylint: disable=g-import-not-at-top
   return images.check_resize_method(encoder_config.get("resize", images.DEFAULT_RESIZE))
+
+
+def feature_function(encoder: types.ModuleType, params):
+  """The jitted images (B, S, S, 3) -> features (B, P, D) of an encoder and its params."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top  (the module stays import-light)
+  return jax.jit(functools.partial(encoder.features, params))
+
+
+def load(encoder_config):
+  """(encoder module, its params, `feature_function`) of a config's `encoder` section."""
+  encoder = get(encoder_config.name)
+  params = encoder.load_params(encoder_config.weights or None)
+  return encoder, params, feature_function(encoder, params)
