@@ -25,7 +25,7 @@ import ml_collections  # pylint: disable=wrong-import-position,g-import-not-at-t
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
 from configs import quickstart  # pylint: disable=wrong-import-position
-from jaxcap import decoders, scst, text, trainer, training  # pylint: disable=wrong-import-position
+from jaxcap import decoders, scst, text, training  # pylint: disable=wrong-import-position
 from jaxcap.data import pipeline, shapes  # pylint: disable=wrong-import-position
 
 IMAGES, POSITIONS, FEATURE_DIM = 12000, 25, 1280
@@ -42,7 +42,7 @@ def setup():
                                    all_captions=False)
   spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
                                    feature_dim=FEATURE_DIM, positions=POSITIONS)
-  optimizer = trainer.make_optimizer(config)  # the one the SCST state must match
+  optimizer = training.make_optimizer(config)  # the one the SCST state must match
   return config, data, vocab, spec, optimizer
 
 
