@@ -1,18 +1,20 @@
 """Config checks at start-up: every bad value is reported, one line each naming the field
 and what it allows, before any image is encoded.
 
-A field is added with one `Check` row in `CHECKS` (a dotted name, the allowed range in
-words, a test of the value); checks between fields go in `_relations`.
+A field is added with one `Check` row in `CHECKS` (a dotted name and its `ranges` entry: the
+allowed range in words, a test of the value); checks between fields go in `_relations`. The
+`decoding` section's rows come from `decode_options.RANGES`, which `DecodeOptions` checks
+itself against.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 from jaxcap import decode_options, decoders, encoders, training
 from jaxcap.data import sources
+from jaxcap.ranges import BOOL, INT, STRING, integer, is_int, number, one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,40 +25,10 @@ class Check:
   required: bool = True  # False: checked only when the config has it (source-specific ones)
 
 
-def _is_int(v) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
-
-
-def integer(low: int, high: int | None = None) -> tuple[str, Callable[[Any], bool]]:
-  allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
-  return allowed, lambda v: _is_int(v) and v >= low and (high is None or v <= high)
-
-
-def number(low: float, high: float | None = None, *, low_open=False, high_open=False
-           ) -> tuple[str, Callable[[Any], bool]]:
-  """A finite real in the interval; `*_open` excludes that end."""
-  left = f"> {low}" if low_open else f">= {low}"
-  right = "" if high is None else f" and {'<' if high_open else '<='} {high}"
-  def ok(v):
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-      return False
-    above = v > low if low_open else v >= low
-    below = high is None or (v < high if high_open else v <= high)
-    return above and below
-  return f"a number {left}{right}", ok
-
-
-def one_of(*options) -> tuple[str, Callable[[Any], bool]]:
-  return "one of " + ", ".join(repr(o) for o in options), lambda v: v in options
-
-
-BOOL = "True or False", lambda v: isinstance(v, bool)
-STRING = "a string", lambda v: isinstance(v, str)
-INT = "an integer", _is_int
 IMAGE_SIZE = ("0 (the backbone's own size) or an integer from 32 to 4096",
-              lambda v: _is_int(v) and (v == 0 or 32 <= v <= 4096))
+              lambda v: is_int(v) and (v == 0 or 32 <= v <= 4096))
 BUCKETS = ("a list of integers >= 1 (e.g. (8, 12)), or () for none",
-           lambda v: isinstance(v, (list, tuple)) and all(_is_int(b) and b >= 1 for b in v))
+           lambda v: isinstance(v, (list, tuple)) and all(is_int(b) and b >= 1 for b in v))
 
 
 def _rows(required: bool, *rows) -> list[Check]:
@@ -107,13 +79,8 @@ CHECKS: list[Check] = [
            ("model.key_dim", integer(0)),
            ("model.num_layers", integer(0)),
            ("model.mlp_dim", integer(0)),
-           ("model.dropout", number(0, 1, high_open=True)),
-           ("decoding.method", one_of(*decode_options.METHODS)),
-           ("decoding.top_k", integer(0)),  # 0: the whole vocabulary
-           ("decoding.temperature", number(0, low_open=True)),
-           ("decoding.beam_size", integer(1)),
-           ("decoding.alpha", number(0)),
-           ("decoding.seed", INT),
+           ("model.dropout", decoders.DROPOUT),
+           *((f"decoding.{name}", allowed) for name, allowed in decode_options.RANGES.items()),
            ("train.scst_steps", integer(0)),
            ("train.scst_batch_size", integer(0)),  # 0: train.batch_size
            ("train.scst_samples", integer(1)),

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+
+from jaxcap import ranges
 
 METHODS = ("greedy", "sample", "beam")
+# What each field of DecodeOptions allows: checked by DecodeOptions itself and, for a config's
+# `decoding` section, by config_checks (the one statement of these ranges).
+RANGES = {
+    "method": ranges.one_of(*METHODS),
+    "top_k": ranges.integer(0),  # 0: the whole vocabulary
+    "temperature": ranges.number(0, low_open=True),
+    "beam_size": ranges.integer(1),
+    "alpha": ranges.number(0),  # the length-penalty exponent
+    "seed": ranges.INT,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,19 +42,10 @@ class DecodeOptions:
   seed: int = 0
 
   def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"decoding method must be one of {', '.join(METHODS)}, "
-                       f"not {self.method!r}")
-    if not isinstance(self.top_k, int) or self.top_k < 0:
-      raise ValueError(f"top_k must be an integer >= 0 (0 = the whole vocabulary), "
-                       f"not {self.top_k!r}")
-    if not (math.isfinite(self.temperature) and self.temperature > 0):
-      raise ValueError(f"temperature must be a finite number > 0, not {self.temperature!r}")
-    if not isinstance(self.beam_size, int) or self.beam_size < 1:
-      raise ValueError(f"beam_size must be an integer >= 1, not {self.beam_size!r}")
-    if not (math.isfinite(self.alpha) and self.alpha >= 0):
-      raise ValueError(f"alpha (the length-penalty exponent) must be a finite number >= 0, "
-                       f"not {self.alpha!r}")
+    problems = [f"{name} = {getattr(self, name)!r}: must be {allowed}"
+                for name, (allowed, ok) in RANGES.items() if not ok(getattr(self, name))]
+    if problems:
+      raise ValueError("; ".join(problems))
 
   def describe(self) -> str:
     if self.method == "beam":

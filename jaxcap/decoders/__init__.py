@@ -29,11 +29,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcap import layers
+from jaxcap import layers, ranges
 
 Params = dict
 KINDS = ("gru", "gru_mha", "transformer")
 GRU_KINDS = ("gru", "gru_mha")
+# The options (`DecoderSpec` fields after the sizes) each kind reads; in a spec, the others
+# stay at their zero value. The one statement of which decoder has which option.
+OPTIONS = {
+    "gru": ("grid_position_embedding", "init_hidden_from_image"),
+    "gru_mha": ("grid_position_embedding", "init_hidden_from_image", "num_heads", "key_dim"),
+    "transformer": ("num_heads", "key_dim", "num_layers", "mlp_dim", "dropout"),
+}
+# Options a config may set for one decoder while training another (the shipped configs turn
+# them on for the kind that reads them): `spec_from_config` leaves them out for the others.
+# Any other option set for a kind that does not read it would be silently ignored, so it is
+# an error.
+CONFIG_MAY_HOLD = ("grid_position_embedding", "init_hidden_from_image", "dropout")
+DROPOUT = ranges.number(0, 1, high_open=True)  # a rate; config_checks reads it too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +55,10 @@ class DecoderSpec:
 
   vocab_size (V), units (U: the model width), feature_dim (D: the encoder's), positions
   (P: the image grid size), max_length (L: tokens per caption, the Transformer's position
-  table and cache size). GRU-only options: grid_position_embedding, init_hidden_from_image.
-  Attention options: num_heads (gru_mha, transformer), key_dim (per head; 0 = U / heads).
-  Transformer-only: num_layers, mlp_dim (0 = 4 U), dropout.
+  table and cache size). The options, each read by some kinds only (`OPTIONS`): GRU-only
+  grid_position_embedding, init_hidden_from_image; attention (gru_mha, transformer)
+  num_heads, key_dim (per head; 0 = U / heads); transformer-only num_layers, mlp_dim
+  (0 = 4 U), dropout.
   """
   kind: str
   vocab_size: int
@@ -83,20 +97,32 @@ class DecoderSpec:
 
 DEFAULT_NUM_HEADS = 4
 DEFAULT_NUM_LAYERS = 2
+_ZERO_MEANS = {"num_heads": DEFAULT_NUM_HEADS, "num_layers": DEFAULT_NUM_LAYERS}  # in configs
+
+
+def _unknown_kind(kind: str) -> str:
+  return f"model.decoder must be one of {', '.join(KINDS)}, not {kind!r}"
+
+
+def _options() -> list[str]:
+  """Every decoder's options, in `DecoderSpec`'s field order."""
+  used = {name for names in OPTIONS.values() for name in names}
+  return [f.name for f in dataclasses.fields(DecoderSpec) if f.name in used]
+
+
+def _unused(kind: str) -> list[str]:
+  return [name for name in _options() if name not in OPTIONS[kind]]
 
 
 def check(spec: DecoderSpec) -> list[str]:
   """Everything wrong with a spec, one message per problem, naming the config field."""
   p = []
   if spec.kind not in KINDS:
-    return [f"model.decoder must be one of {', '.join(KINDS)}, not {spec.kind!r}"]
+    return [_unknown_kind(spec.kind)]
   for name in ("vocab_size", "units", "feature_dim", "max_length"):
     if getattr(spec, name) < 1:
       p.append(f"{name} must be >= 1, not {getattr(spec, name)}")
-  unused = {"gru": ("num_heads", "key_dim", "num_layers", "mlp_dim", "dropout"),
-            "gru_mha": ("num_layers", "mlp_dim", "dropout"),
-            "transformer": ("grid_position_embedding", "init_hidden_from_image")}[spec.kind]
-  for name in unused:
+  for name in _unused(spec.kind):
     if getattr(spec, name):
       p.append(f"model.{name} does not apply to decoder {spec.kind!r}")
   if spec.kind != "gru" and spec.num_heads < 1:
@@ -107,8 +133,8 @@ def check(spec: DecoderSpec) -> list[str]:
   if spec.kind == "transformer":
     if spec.num_layers < 1:
       p.append(f"model.num_layers must be >= 1, not {spec.num_layers}")
-    if not 0.0 <= spec.dropout < 1.0:
-      p.append(f"model.dropout must be in [0, 1), not {spec.dropout}")
+    if not DROPOUT[1](spec.dropout):
+      p.append(f"model.dropout = {spec.dropout!r}: must be {DROPOUT[0]}")
   if (spec.grid_position_embedding or spec.init_hidden_from_image
       or spec.kind == "transformer") and spec.positions < 1:
     p.append("positions (the image grid size) is needed by the grid-position embedding, "
@@ -121,37 +147,37 @@ def spec_from_config(model_config, *, vocab_size: int, feature_dim: int,
   """The spec of `config.model` for a vocabulary and an encoder's grid.
 
   A config holds the options of every decoder, so one file can train any of them
-  (`--config.model.decoder=...`). Options of the other kinds are not read, except these,
-  which would otherwise be silently ignored and so are errors: `num_heads`, `key_dim` with
-  "gru" (its attention is the seed's single head), `num_layers`, `mlp_dim` with the GRUs.
-  0 means the default for `num_heads` (4), `num_layers` (2), `key_dim` (units / heads) and
-  `mlp_dim` (4 x units). `dropout` is the transformer's; `grid_position_embedding` and
-  `init_hidden_from_image` are the GRUs' (the transformer always embeds grid positions).
+  (`--config.model.decoder=...`). Options of the other kinds (see `OPTIONS`) are not read,
+  except those not in `CONFIG_MAY_HOLD`, which would otherwise be silently ignored and so
+  are errors: `num_heads`, `key_dim` with "gru" (its attention is the seed's single head),
+  `num_layers`, `mlp_dim` with the GRUs. 0 means the default for `num_heads` (4),
+  `num_layers` (2), `key_dim` (units / heads) and `mlp_dim` (4 x units).
   """
   m = model_config
   kind = m.get("decoder", "gru")
   if kind not in KINDS:
-    raise ValueError(f"model.decoder must be one of {', '.join(KINDS)}, not {kind!r}")
-  mixed = {"gru": ("num_heads", "key_dim", "num_layers", "mlp_dim"),
-           "gru_mha": ("num_layers", "mlp_dim"), "transformer": ()}[kind]
-  mixed = [name for name in mixed if m.get(name, 0)]
+    raise ValueError(_unknown_kind(kind))
+  mixed = [name for name in _unused(kind) if name not in CONFIG_MAY_HOLD and m.get(name, 0)]
   if mixed:
+    owners: dict[tuple[str, ...], list[str]] = {}  # kinds -> the refused options they read
+    for name in _options():
+      if name not in CONFIG_MAY_HOLD:
+        owners.setdefault(tuple(k for k in KINDS if name in OPTIONS[k]), []).append(name)
+    hint = "; ".join(f"{', '.join(names)}: {', '.join(kinds)}" for kinds, names in owners.items())
     raise ValueError(
         f"{', '.join('model.' + name for name in mixed)}: not used by decoder {kind!r}; set "
-        f"to 0, or choose a decoder that has it (num_heads, key_dim: gru_mha, transformer; "
-        f"num_layers, mlp_dim: transformer)")
-  gru, attention = kind in GRU_KINDS, kind != "gru"
+        f"to 0, or choose a decoder that has it ({hint})")
+
+  def read(name):  # 0 or absent: the default; an option `kind` does not read stays 0
+    return (m.get(name, 0) or _ZERO_MEANS.get(name, 0)) if name in OPTIONS[kind] else 0
+
   return DecoderSpec(
       kind=kind, vocab_size=vocab_size, units=m.units, feature_dim=feature_dim,
       positions=positions, max_length=m.max_length,
-      grid_position_embedding=gru and bool(m.get("grid_position_embedding", False)),
-      init_hidden_from_image=gru and bool(m.get("init_hidden_from_image", False)),
-      num_heads=(m.get("num_heads", 0) or DEFAULT_NUM_HEADS) if attention else 0,
-      key_dim=m.get("key_dim", 0) if attention else 0,
-      num_layers=(m.get("num_layers", 0) or DEFAULT_NUM_LAYERS) if kind == "transformer"
-      else 0,
-      mlp_dim=m.get("mlp_dim", 0) if kind == "transformer" else 0,
-      dropout=float(m.get("dropout", 0.0)) if kind == "transformer" else 0.0)
+      grid_position_embedding=bool(read("grid_position_embedding")),
+      init_hidden_from_image=bool(read("init_hidden_from_image")),
+      num_heads=read("num_heads"), key_dim=read("key_dim"), num_layers=read("num_layers"),
+      mlp_dim=read("mlp_dim"), dropout=float(read("dropout")))
 
 
 def spec_from_meta(meta: dict) -> DecoderSpec:
