@@ -1,10 +1,11 @@
 """Config values are checked at start-up, one line per bad field, before any work."""
 
+import dataclasses
 import importlib
 
 import pytest
 
-from jaxcap import config_checks, trainer
+from jaxcap import config_checks, decode_options, trainer
 from test_train import run  # a script in a subprocess from the repository root
 
 CONFIGS = ["quickstart", "coco", "jsonl", "flickr8k"]
@@ -67,6 +68,20 @@ def test_each_bad_value_is_one_line_naming_field_and_range(field, value, message
   lines = str(e.value).splitlines()
   assert lines[0] == "invalid config:" and len(lines) == 2
   assert lines[1].strip().startswith(message), lines[1]
+
+
+@pytest.mark.parametrize("name,value", [("method", "nucleus"), ("top_k", -3),
+                                        ("temperature", 0.0), ("beam_size", 0), ("alpha", -1.0),
+                                        ("seed", 1.5)])
+def test_decoding_section_is_checked_by_decode_options_ranges(name, value):
+  # One statement of each range: a config's `decoding` line is DecodeOptions' own message.
+  assert set(decode_options.RANGES) == {
+      f.name for f in dataclasses.fields(decode_options.DecodeOptions)}
+  with pytest.raises(ValueError) as own:
+    decode_options.DecodeOptions(**{name: value})
+  with pytest.raises(ValueError) as checked:
+    config_checks.validate(config(**{f"decoding__{name}": value}))
+  assert str(checked.value).splitlines()[1:] == [f"  decoding.{own.value}"]
 
 
 def test_every_problem_at_once():

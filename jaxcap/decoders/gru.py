@@ -22,7 +22,7 @@ Parameter tree (V = vocabulary, U = units, D = encoder feature size, H heads of 
      'gru_recurrent_bias': {'r': (U,), 'z': (U,)},   # Keras's second r/z biases
      'layer_norm': {'scale': (U,), 'bias': (U,)},
      'logits': {'kernel': (U, V), 'bias': (V,)},
-     'grid_positions': (P, U),                                   # optional, see `project_grid`
+     'grid_positions': (P, U),                                   # optional, `layers.project_grid`
      'init_hidden': {'kernel': (P * U, U), 'bias': (U,)},        # optional, `initial_hidden`
      'attention': {'query','key','value': {'kernel': (U, H, K), 'bias': (H, K)},
                    'output': {'kernel': (H, K, U), 'bias': (U,)}}}   # gru_mha only
@@ -90,13 +90,6 @@ def init(key: jax.Array, spec) -> Params:
   return params
 
 
-def project_grid(params: Params, features: jax.Array) -> jax.Array:
-  """Encoder features (B, P, D) -> attention grid (B, P, U): the seed's Dense(units, relu)
-  (`layers.project_grid`), plus 'grid_positions' when `params` has them (an option, off in
-  the seed's config)."""
-  return layers.project_grid(params["encoder_dense"], features, params.get("grid_positions"))
-
-
 def initial_hidden(params: Params, grid: jax.Array) -> jax.Array:
   """The GRU's first state (B, U) for a grid (B, P, U).
 
@@ -146,7 +139,8 @@ def gru_update(params: Params, hidden: jax.Array, inputs: jax.Array) -> jax.Arra
 def prepare(params: Params, spec, features: jax.Array) -> dict:
   """Per image, once: {'grid': (B, P, U)}, plus the attention's keys and values
   ('keys', 'values': (B, P, H, K)) for gru_mha."""
-  grid = project_grid(params, features)
+  # 'grid_positions' is an option, off in the seed's config.
+  grid = layers.project_grid(params["encoder_dense"], features, params.get("grid_positions"))
   context = {"grid": grid}
   if spec.kind == "gru_mha":
     context["keys"] = layers.heads(params["attention"]["key"], grid)
