@@ -1,4 +1,5 @@
-"""Captioned-image data: sources, the batching pipeline, the feature cache."""
+"""Captioned-image data: sources, the batching pipeline, the feature cache, a config's splits as
+features (`features.py`)."""
 
 import json
 import os
