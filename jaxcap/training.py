@@ -39,21 +39,6 @@ def shift_targets(tokens: jax.Array) -> jax.Array:
   return jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
 
 
-def masked_loss_terms(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Summed cross-entropy over non-padding targets, and how many there are.
-
-  Args:
-    logits: (B, T, V).
-    targets: (B, T) int, 0 = padding.
-
-  Returns:
-    (loss sum, count) scalars: the seed's loss is their ratio.
-  """
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-  mask = (targets != 0).astype(jnp.float32)
-  return jnp.sum(losses * mask), jnp.sum(mask)
-
-
 def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
                compute_dtype=jnp.float32, dropout_rng=None, positions=None):
   """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D).
@@ -70,7 +55,7 @@ def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
   if positions is not None:  # (N, U) rows with a real target (and a few padding rows)
     outputs = jnp.take(outputs.reshape(-1, outputs.shape[-1]), positions, axis=0, mode="clip")
     targets = jnp.take(targets.reshape(-1), positions, mode="clip")
-  return masked_loss_terms(decoders.project(params, outputs), targets)
+  return decoders.project_loss_terms(params, outputs, targets)
 
 
 def packed_size(count: int, limit: int) -> int:

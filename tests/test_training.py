@@ -2,7 +2,6 @@
 test_keras_parity.py, the data-parallel step in test_data_parallel.py, bfloat16 in
 test_mixed_precision.py."""
 
-import keras
 import numpy as np
 import pytest
 
@@ -13,21 +12,6 @@ def test_shift_targets():
   tokens = np.array([[3, 7, 8, 4, 0, 0], [3, 9, 4, 0, 0, 0]])
   np.testing.assert_array_equal(training.shift_targets(tokens),
                                 [[7, 8, 4, 0, 0, 0], [9, 4, 0, 0, 0, 0]])
-
-
-def test_masked_loss_terms_equal_keras_over_real_tokens():
-  rng = np.random.default_rng(0)
-  logits = rng.normal(size=(2, 5, 11)).astype(np.float32)
-  targets = np.array([[4, 2, 7, 0, 0], [1, 9, 0, 0, 0]])
-  total, count = training.masked_loss_terms(logits, targets)
-  real = targets != 0
-  per_token = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-  assert float(count) == real.sum()
-  np.testing.assert_allclose(float(total), np.asarray(per_token)[real].sum(), rtol=1e-5)
-  # What the logits say at padding does not count.
-  logits[~real] = 100 * rng.normal(size=logits[~real].shape)
-  np.testing.assert_allclose(float(training.masked_loss_terms(logits, targets)[0]), float(total),
-                             rtol=1e-6)
 
 
 def test_learning_rate_schedules():
