@@ -56,17 +56,21 @@ def dense_cross_entropy(dense_params: dict, x: jax.Array, targets: jax.Array
 
 
 def _dense_cross_entropy_forward(dense_params, x, targets):
-  logits = dense(dense_params, x).astype(jnp.float32)
-  total, count, log_norm, mask = _cross_entropy(logits, targets)
-  return (total, count), (dense_params, x, targets, logits, log_norm, mask)
+  # The bias is added inside the elementwise passes that read the logits (here and in the
+  # backward pass) rather than written into a second (N, V) array.
+  products = (x @ dense_params["kernel"].astype(x.dtype)).astype(jnp.float32)
+  bias = dense_params["bias"].astype(x.dtype).astype(jnp.float32)
+  total, count, log_norm, mask = _cross_entropy(products + bias, targets)
+  return (total, count), (dense_params, x, targets, products, log_norm, mask)
 
 
 def _dense_cross_entropy_backward(saved, cotangents):
-  dense_params, x, targets, logits, log_norm, mask = saved
+  dense_params, x, targets, products, log_norm, mask = saved
+  kernel, bias = dense_params["kernel"], dense_params["bias"]
   scale = cotangents[0] * mask  # the count is a constant of the targets
+  logits = products + bias.astype(x.dtype).astype(jnp.float32)
   grad = jnp.exp(logits - log_norm[:, None])
   grad = grad.at[jnp.arange(grad.shape[0]), targets].add(-1.0) * scale[:, None]
-  kernel, bias = dense_params["kernel"], dense_params["bias"]
   grad_c = grad.astype(x.dtype)
   d_params = {"kernel": (x.T @ grad_c).astype(kernel.dtype),
               "bias": (jnp.ones((grad.shape[0],), grad.dtype) @ grad).astype(bias.dtype)}
