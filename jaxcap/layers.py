@@ -18,7 +18,6 @@ def dense(params: dict, x: jax.Array) -> jax.Array:
   return x @ params["kernel"].astype(x.dtype) + params["bias"].astype(x.dtype)
 
 
-
 def cross_entropy_terms(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Summed softmax cross-entropy over the non-padding targets, and how many there are.
 
@@ -79,6 +78,7 @@ def _dense_cross_entropy_backward(saved, cotangents):
 
 
 dense_cross_entropy.defvjp(_dense_cross_entropy_forward, _dense_cross_entropy_backward)
+
 
 def project_grid(dense_params: dict, features: jax.Array,
                  positions: jax.Array | None = None) -> jax.Array:

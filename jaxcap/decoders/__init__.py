@@ -217,7 +217,6 @@ def project(params: Params, outputs: jax.Array) -> jax.Array:
   return layers.dense(params["logits"], outputs)
 
 
-
 def project_loss_terms(params: Params, outputs: jax.Array, targets: jax.Array
                        ) -> tuple[jax.Array, jax.Array]:
   """(cross-entropy sum over the non-padding targets, their count) of `project`'s logits.
@@ -229,6 +228,7 @@ def project_loss_terms(params: Params, outputs: jax.Array, targets: jax.Array
   units = outputs.shape[-1]
   return layers.dense_cross_entropy(params["logits"], outputs.reshape(-1, units),
                                     targets.reshape(-1))
+
 
 def teacher_forced(params: Params, spec: DecoderSpec, features: jax.Array, tokens: jax.Array,
                    dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
