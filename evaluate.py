@@ -16,7 +16,8 @@ import os
 import sys
 import warnings
 
-from jaxcap import cli, decode_options  # no JAX: --help stays instant
+from jaxcap import cli  # no JAX: --help stays instant
+from jaxcap.decoding import options as decode_options
 
 
 def parse_args(argv):
@@ -55,8 +56,8 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
   As the COCO tools do, only the images that have a result are scored; a result for an image
   without annotations is an error. Raises ValueError (naming the file) for malformed files.
   """
-  from jaxcap import metrics  # pylint: disable=g-import-not-at-top
   from jaxcap.data import coco_json  # pylint: disable=g-import-not-at-top
+  from jaxcap.evaluation import metrics  # pylint: disable=g-import-not-at-top
   references = coco_json.read_captions(annotations)
   candidates = coco_json.read_results(results)
   unknown = [k for k in candidates if k not in references]
@@ -75,25 +76,26 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
 
 
 def caption_split(args, use_java) -> dict:
-  from jaxcap import encoders, evaluation  # pylint: disable=g-import-not-at-top
-  from jaxcap.data import features, pipeline, sources  # pylint: disable=g-import-not-at-top
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
+  from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
+  from jaxcap.data import build, image_files, pipeline, sources  # pylint: disable=g-import-not-at-top
+  from jaxcap.evaluation import captioning
+  from jaxcap.model import encoders  # pylint: disable=g-import-not-at-top
 
   captioner = Captioner(args.workdir, args.checkpoint)
   config = captioner.config
   split = sources.splits(config.data, encoders.image_size(config.encoder),
-                         encoders.resize_method(config.encoder))[args.split]
+                         image_files.resize_method_of(config.encoder))[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
                            split.load, split.files and split.files[:args.limit])
   feature_fn = encoders.feature_function(captioner.encoder, captioner.encoder_params)
-  feats, kept = features.split_features(config, split, feature_fn, args.workdir)
+  feats, kept = build.split_features(config, split, feature_fn, args.workdir)
   # Scoring defaults to greedy, whatever the config samples with.
   options = decode_options.options_from_flags(
       args, dataclasses.replace(captioner.options, method="greedy"))
   data = pipeline.make_caption_set(feats, [split.captions[i] for i in kept], captioner.vocab,
                                    config.model.max_length, all_captions=False, image_rows=kept)
-  scores, candidates = evaluation.evaluate(captioner.params, captioner.spec, data,
+  scores, candidates = captioning.evaluate(captioner.params, captioner.spec, data,
                                            captioner.vocab, options, config.model.max_length,
                                            use_java=use_java)
   output = args.output or os.path.join(args.workdir,
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  from jaxcap import metrics  # pylint: disable=g-import-not-at-top
+  from jaxcap.evaluation import metrics  # pylint: disable=g-import-not-at-top
   if scores.get("METEOR") is None and use_java is None and not metrics.java_available():
     print("note: METEOR n/a: it needs a working `java` on PATH", file=sys.stderr)
   if args.json:

@@ -12,7 +12,8 @@ import json
 import os
 import sys
 
-from jaxcap import cli, decode_options  # no JAX: --help stays instant
+from jaxcap import cli  # no JAX: --help stays instant
+from jaxcap.decoding import options as decode_options
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 
@@ -64,8 +65,13 @@ def main(argv=None) -> int:
   # Heavy imports after argument parsing, so --help is instant.
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from jaxcap import decoding
+  from jaxcap.data import image_files
+  from jaxcap.evaluation import figures
+
   # pylint: disable-next=g-import-not-at-top
-  from jaxcap import decoders, decoding, images as image_io, viz
+  from jaxcap.model import decoders
   print(f"decoding: {options.describe()}", file=sys.stderr)
 
   failed = False
@@ -73,7 +79,7 @@ def main(argv=None) -> int:
   for path in args.image:
     try:
       loaded.append((path, captioner.load_image(path)))
-    except image_io.ImageError as e:
+    except image_files.ImageError as e:
       print(f"error: {e}", file=sys.stderr)
       failed = True
 
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
                                                    options)
     for i, ((path, image), caption) in enumerate(zip(chunk, captions)):
       if args.attention:
-        viz.save_attention_figure(
+        figures.save_attention_figure(
             _figure_path(args.attention, path, len(loaded)), image, words[i], attention[i],
             title=f"{caption}   ({decoders.attention_description(captioner.spec)})")
       if args.json:

@@ -5,7 +5,7 @@
                   decoding options as form fields or query parameters
   GET  /health    200 once the model is loaded and compiled
 
-Concurrent requests are batched into one compiled call (see jaxcap/serve.py).
+Concurrent requests are batched into one compiled call (see jaxcap/serving/app.py).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
   if captioner is None:
     return 1
   import uvicorn  # pylint: disable=g-import-not-at-top
-  from jaxcap import serve  # pylint: disable=g-import-not-at-top
+
+  from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
   print(f"loaded {args.workdir} (step {captioner.step}); compiling batch sizes "
         f"{args.batch_sizes}, then serving http://{args.host}:{args.port}/", flush=True)
   app = serve.make_app(captioner, batch_sizes=args.batch_sizes, max_wait_ms=args.max_wait_ms,

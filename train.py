@@ -11,7 +11,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap import checkpoints, config_checks, disk, trainer, workdir
+from jaxcap.data import disk
+from jaxcap.training import checkpoints, config_checks, workdir
+from jaxcap.training import loop as trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",

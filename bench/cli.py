@@ -28,7 +28,7 @@ TRAIN_FLAGS = ["--config.data.num_train=64", "--config.data.num_val=32",
                "--config.train.batch_size=16", "--config.train.checkpoint_every=2",
                "--config.train.eval_every=2", "--config.train.log_every=2"]
 IMPORTS = ("import jax, numpy; from jaxcap import images, viz; "
-           "from jaxcap.inference import Captioner")
+           "from jaxcap.captioner import Captioner")
 
 
 def _tail(text: str) -> str:

@@ -39,11 +39,11 @@ import sys
 from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxcap.data import jsonl  # pylint: disable=wrong-import-position
-
 import PIL.features  # pylint: disable=wrong-import-position,g-import-not-at-top
 import tqdm  # pylint: disable=wrong-import-position,g-import-not-at-top
 from PIL import Image, ImageDraw, ImageFont  # pylint: disable=wrong-import-position
+
+from jaxcap.data import jsonl  # pylint: disable=wrong-import-position
 
 FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"

@@ -1,6 +1,6 @@
 """Images per second: jaxcap's encoder feature functions vs `keras.applications`.
 
-jaxcap: `jaxcap.encoders.get(name).features(params, images)`, jitted, images (B, H, W, 3)
+jaxcap: `jaxcap.model.encoders.get(name).features(params, images)`, jitted, images (B, H, W, 3)
 float32 in [0, 1]. Keras: `keras.applications.<Model>(weights=None, include_top=False)` on
 its JAX backend, `predict_on_batch` (Keras's compiled inference path). Weights do not change
 the speed, so Keras keeps its random initial weights; jaxcap uses its real ImageNet weights
@@ -19,10 +19,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=wrong-import-position
-
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
+
+from bench import common  # pylint: disable=wrong-import-position
 
 KERAS_MODELS = {"mobilenet_v2": "MobileNetV2", "inception_resnet_v2": "InceptionResNetV2"}
 STANDARD_SIZE = {"mobilenet_v2": 224, "inception_resnet_v2": 299}
@@ -60,13 +60,13 @@ def run(quick: bool = False) -> list[dict]:
     size = STANDARD_SIZE[name]
     config = f"batch {BATCH}, {size}x{size}, float32"
     try:
-      encoder = importlib.import_module(f"jaxcap.encoders.{name}")
+      encoder = importlib.import_module(f"jaxcap.model.encoders.{name}")
       size = encoder.IMAGE_SIZE
       config = f"batch {BATCH}, {size}x{size}, float32"
       features = encoder.features
     except Exception as e:  # pylint: disable=broad-except
       rows.append(common.skipped(benchmark, config,
-                                 f"jaxcap.encoders.{name} not available ({type(e).__name__})"))
+                                 f"jaxcap.model.encoders.{name} not available ({type(e).__name__})"))
       continue
     model = getattr(keras.applications, keras_name)(
         weights=None, include_top=False, input_shape=(size, size, 3))

@@ -33,13 +33,13 @@ import time
 from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=wrong-import-position
-from bench import train as train_bench  # pylint: disable=wrong-import-position
-
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import decoders, training  # pylint: disable=wrong-import-position
+from bench import common  # pylint: disable=wrong-import-position
+from bench import train as train_bench  # pylint: disable=wrong-import-position
+from jaxcap import training
+from jaxcap.model import decoders  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM, BATCH = 20000, 512, 64, 1536, 32
 GROUPS = ("vocabulary projection", "softmax / loss", "GRU recurrence", "optimizer", "other")

@@ -18,15 +18,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=wrong-import-position
-
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import ml_collections  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
+from bench import common  # pylint: disable=wrong-import-position
 from configs import quickstart  # pylint: disable=wrong-import-position
-from jaxcap import decoders, scst, text, training  # pylint: disable=wrong-import-position
-from jaxcap.data import pipeline, shapes  # pylint: disable=wrong-import-position
+from jaxcap import training
+from jaxcap.data import pipeline, shapes, text  # pylint: disable=wrong-import-position
+from jaxcap.model import decoders  # pylint: disable=wrong-import-position
+from jaxcap.training import scst
 
 IMAGES, POSITIONS, FEATURE_DIM = 12000, 25, 1280
 

@@ -95,8 +95,9 @@ def _tf_train_worker(weights: str, inputs: dict, spec: dict) -> None:
   "reset": the initial weights and a fresh optimizer; "step CASE": one `train_on_batch` on
   the inputs CASE_tokens, CASE_features, CASE_targets, answering its seconds and loss.
   """
-  from tests import seed_keras  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
+
+  from tests import seed_keras  # pylint: disable=g-import-not-at-top
   train_model, _ = _build(spec["sizes"])
   print("RESULT " + json.dumps({"backend": keras.backend.backend()}), flush=True)
   for line in sys.stdin:

@@ -28,10 +28,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=wrong-import-position
-
 import httpx2 as httpx  # pylint: disable=wrong-import-position,g-import-not-at-top
 
+from bench import common  # pylint: disable=wrong-import-position
 from jaxcap.data import shapes  # pylint: disable=wrong-import-position
 
 CLIENTS = (1, 8, 32)
@@ -117,9 +116,10 @@ def measure(urls: dict, images: list[bytes], clients: int, requests: int, rounds
 def model_costs(workdir: str, paths: list[str], quick: bool) -> dict:
   """Milliseconds per image of the model call alone, timed in alternating rounds."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxcap import serve  # pylint: disable=g-import-not-at-top
-  from jaxcap.decode_options import DecodeOptions  # pylint: disable=g-import-not-at-top
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
+
+  from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
+  from jaxcap.decoding.options import DecodeOptions  # pylint: disable=g-import-not-at-top
+  from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
   captioner = Captioner(workdir)
   batch = np.stack([captioner.load_image(path) for path in paths[:16]])
   cases = {"batch 1": (1, 4), "batch 16, encoder on chunks of 4": (16, 4),

@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcap import cli, decode_options  # pylint: disable=wrong-import-position
+from jaxcap import cli  # pylint: disable=wrong-import-position
+from jaxcap.decoding import options as decode_options
 
 SIDE = 300
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
@@ -81,9 +82,10 @@ def main(argv=None) -> int:
   decode_options.add_flags(p)
   args = p.parse_args(argv)
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxcap import decoding, inference  # pylint: disable=g-import-not-at-top
 
-  captioner = inference.Captioner(args.workdir, args.checkpoint)
+  from jaxcap import captioner, decoding  # pylint: disable=g-import-not-at-top
+
+  captioner = captioner.Captioner(args.workdir, args.checkpoint)
   default = decode_options.DecodeOptions("greedy")  # exact match is a greedy measure
   options = decode_options.options_from_flags(args, default)
   rng = np.random.default_rng(args.scenes_seed)

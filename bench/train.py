@@ -25,13 +25,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common, seed_ref  # pylint: disable=wrong-import-position
-
 import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
 import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-from jaxcap import decoders, training  # pylint: disable=wrong-import-position
+from bench import common, seed_ref  # pylint: disable=wrong-import-position
+from jaxcap import training
+from jaxcap.model import decoders  # pylint: disable=wrong-import-position
 from tests import seed_keras  # pylint: disable=wrong-import-position
 
 VOCAB, UNITS, POSITIONS, FEATURE_DIM, BATCH, LENGTH = 20000, 512, 64, 1536, 32, 64

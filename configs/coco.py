@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_examples = 500
   config.train.checkpoint_every = 500
   config.train.keep_checkpoints = 3
-  # Self-critical sequence training (jaxcap/scst.py): after train.num_steps cross-entropy
+  # Self-critical sequence training (jaxcap/training/scst.py): after train.num_steps cross-entropy
   # steps, this many steps that follow the CIDEr-D reward of sampled captions (0 = off).
   config.train.scst_steps = 0
   config.train.scst_batch_size = 0  # images a step; 0: train.batch_size

@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_examples = 256  # greedy exact-match on this many val examples
   config.train.checkpoint_every = 250
   config.train.keep_checkpoints = 2
-  # Self-critical sequence training (jaxcap/scst.py): after train.num_steps cross-entropy
+  # Self-critical sequence training (jaxcap/training/scst.py): after train.num_steps cross-entropy
   # steps, this many steps that follow the CIDEr-D reward of sampled captions (0 = off).
   config.train.scst_steps = 0
   config.train.scst_batch_size = 16  # images a step (0: train.batch_size); 5 samples each

@@ -51,7 +51,7 @@ def load_captioner(workdir: str, cache_dir: str, checkpoint: str | int | None = 
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the output
   enable_cache(cache_dir)
-  from jaxcap.inference import Captioner  # pylint: disable=g-import-not-at-top
+  from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
   try:
     return Captioner(workdir, checkpoint)
   except (FileNotFoundError, ValueError) as e:

@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 def java():
   """Fails the test without a working `java` (pycocoevalcap's PTB tokenizer and METEOR run on
   it), unless JAXCAP_ALLOW_NO_JAVA=1, which skips it."""
-  from jaxcap import ptb_tokenizer  # pylint: disable=g-import-not-at-top
+  from jaxcap.evaluation import ptb_tokenizer  # pylint: disable=g-import-not-at-top
   if not ptb_tokenizer.java_available():
     if os.environ.get("JAXCAP_ALLOW_NO_JAVA") == "1":
       pytest.skip("no working java (JAXCAP_ALLOW_NO_JAVA=1)")

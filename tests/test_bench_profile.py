@@ -4,7 +4,8 @@ import jax
 import numpy as np
 
 from bench import profile_train
-from jaxcap import decoders, training
+from jaxcap import training
+from jaxcap.model import decoders
 
 
 def test_groups_of_a_small_train_step():

@@ -14,9 +14,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from jaxcap import decoders, text, training
-from jaxcap.data import cache, pipeline, sources
-from jaxcap.data.features import split_features
+from jaxcap import training
+from jaxcap.data import cache, pipeline, sources, text
+from jaxcap.data.build import split_features
+from jaxcap.model import decoders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = textwrap.dedent("""
     import os, signal, sys
     import jax, numpy as np
-    from jaxcap import images
+    from jaxcap.data import image_files
     from jaxcap.data import cache, pipeline
     W = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
     feature_fn = jax.jit(lambda x: x.reshape(x.shape[0], 4, -1, 3).mean(2) @ W)  # (B, 4, 6)
@@ -36,7 +37,7 @@ SETUP = textwrap.dedent("""
       if loads[0] == KILL_AFTER:
         os.kill(os.getpid(), signal.SIGKILL)
       if i == 7:
-        raise images.ImageError("image 7: unreadable")
+        raise image_files.ImageError("image 7: unreadable")
       return np.full((8, 8, 3), i / 40, np.float32) + np.linspace(0, 0.01, 192).reshape(8, 8, 3)
 
     split = pipeline.Split("train", [f"img{i}" for i in range(40)],

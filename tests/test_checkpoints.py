@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxcap import checkpoints
+from jaxcap.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +54,7 @@ def test_killed_while_removing_an_old_checkpoint(tmp_path):
       import os, signal, sys
       sys.path.insert(0, {ROOT!r})
       import jax, numpy as np
-      from jaxcap import checkpoints
+      from jaxcap.training import checkpoints
 
       def remove_one_file_then_die(path):
         for folder, _, files in os.walk(path):

@@ -4,9 +4,11 @@ import dataclasses
 import importlib
 
 import pytest
-
-from jaxcap import config_checks, decode_options, trainer
 from test_train import run  # a script in a subprocess from the repository root
+
+from jaxcap.decoding import options as decode_options
+from jaxcap.training import config_checks
+from jaxcap.training import loop as trainer
 
 CONFIGS = ["quickstart", "coco", "jsonl", "flickr8k"]
 

@@ -7,7 +7,8 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
-    from jaxcap import decoders, training
+    from jaxcap.model import decoders
+    from jaxcap import training
     assert jax.local_device_count() == 4, jax.devices()
     V, U, P, D, L, B = 31, 16, 5, 12, 9, 8
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcap import decoders
+from jaxcap.model import decoders
 
 V, U, P, D, B, L = 23, 16, 6, 10, 4, 9
 
@@ -126,7 +126,8 @@ def test_spec_round_trips_and_old_gru_meta_loads():
 
 
 def test_a_checkpoint_of_another_decoder_is_one_clear_message():
-  from jaxcap import checkpoints, text  # pylint: disable=g-import-not-at-top
+  from jaxcap.data import text
+  from jaxcap.training import checkpoints  # pylint: disable=g-import-not-at-top
   vocab = text.Vocabulary.build(["a b c"], 10)
   saved = checkpoints.make_meta({}, make_spec("gru"), vocab, "mobilenet_v2")
   with pytest.raises(checkpoints.CheckpointMismatchError,

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcap import beam, decoders, decoding
-from jaxcap.decode_options import DecodeOptions
+from jaxcap import decoding
+from jaxcap.decoding import beam
+from jaxcap.decoding.options import DecodeOptions
+from jaxcap.model import decoders
 
 V, U, P, D, B, MAX = 19, 16, 6, 10, 8, 10
 START, END = 2, 3

@@ -5,9 +5,9 @@ import errno
 import os
 
 import pytest
-
-from jaxcap import disk
 from test_train import run, train_cmd
+
+from jaxcap.data import disk
 
 
 def test_writing_names_path_and_what():

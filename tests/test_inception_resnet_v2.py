@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcap.encoders import inception_resnet_v2 as irv2
+from jaxcap.model.encoders import inception_resnet_v2 as irv2
 
 # 139 px gives a 3x3 grid (299 px: 8x8), so positions in the wrong order would differ; at the
 # smallest size, 75 px, the grid is 1x1 and the order could not be seen.

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 import seed_keras
-from jaxcap import decoders, training
+
+from jaxcap import training
+from jaxcap.model import decoders
 
 V, U, P, D, L, B = 37, 16, 9, 24, 8, 4
 HEADS, KEY_DIM = 3, 5  # key_dim * heads != units on purpose: the shapes must not coincide

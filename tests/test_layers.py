@@ -1,4 +1,4 @@
-"""jaxcap.layers against the Keras layers the seed uses (keras 3 on the JAX backend)."""
+"""jaxcap.model.layers against the Keras layers the seed uses (keras 3 on the JAX backend)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from jaxcap import layers
+from jaxcap.model import layers
 
 RNG = np.random.default_rng(0)
 

@@ -1,11 +1,11 @@
-"""jaxcap.logs: what TensorBoard's own event reader finds in the files, and metrics.jsonl."""
+"""jaxcap.training.logs: what TensorBoard's own event reader finds in the files, and metrics.jsonl."""
 
 import json
 
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from jaxcap import logs
+from jaxcap.training import logs
 
 CONFIG = {"seed": 0, "train": {"learning_rate": 1e-3, "length_buckets": (8, 12),
                                "lr_schedule": "cosine"}, "model": {"grid": True}}

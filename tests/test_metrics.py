@@ -1,4 +1,4 @@
-"""jaxcap.metrics and evaluate.py against pycocoevalcap's own classes, called live in the test.
+"""jaxcap.evaluation.metrics and evaluate.py against pycocoevalcap's own classes, called live in the test.
 
 Java (the PTB tokenizer and METEOR) is needed: without it these tests fail, unless
 JAXCAP_ALLOW_NO_JAVA=1, which skips the comparisons that need it (the `java` fixture in
@@ -21,7 +21,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from jaxcap import metrics, ptb_tokenizer
+from jaxcap.evaluation import metrics, ptb_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcap import decoders, training
+from jaxcap import training
+from jaxcap.model import decoders
 
 
 def test_bfloat16_loss_and_training_follow_float32():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from jaxcap import images
-from jaxcap.encoders import mobilenet_v2, torch_checkpoint
+from jaxcap.data import image_files
+from jaxcap.model.encoders import mobilenet_v2, torch_checkpoint
 
 ESPRESSO_OR_CUP = {967, 968, 504}  # espresso, cup, coffee mug
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -20,7 +20,7 @@ def params():
 
 
 def photo(name):
-  return images.resize(getattr(skimage.data, name)(), mobilenet_v2.IMAGE_SIZE)
+  return image_files.resize(getattr(skimage.data, name)(), mobilenet_v2.IMAGE_SIZE)
 
 
 def test_real_weights_classify_real_photos(params):

@@ -11,7 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcap import checkpoints, decoders, inference, trainer
+from jaxcap import captioner
+from jaxcap.model import decoders
+from jaxcap.training import checkpoints
+from jaxcap.training import loop as trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["train.py", "--config", "configs/quickstart.py",
@@ -43,7 +46,8 @@ import jax
 import numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
-from jaxcap import trainer, training
+from jaxcap.training import loop as trainer
+from jaxcap import training
 batch = np.arange(8 * 2).reshape(8, 2)  # row i is (2i, 2i + 1)
 mine = trainer.host_share(batch)
 fed = jax.pmap(lambda x: jax.lax.psum(x, "d"), axis_name="d")(training.shard(mine))
@@ -85,7 +89,7 @@ def test_host_share_refuses_an_uneven_split(monkeypatch):
 
 
 def final_params(workdir):
-  params, _, _ = inference.restore_params(workdir)
+  params, _, _ = captioner.restore_params(workdir)
   return params
 
 

@@ -1,8 +1,9 @@
 import jax
 import numpy as np
 
-from jaxcap import decoders, text, training
-from jaxcap.data import pipeline
+from jaxcap import training
+from jaxcap.data import pipeline, text
+from jaxcap.model import decoders
 
 CAPTIONS = [["a red circle"], ["a blue square left of a green triangle", "x"],
             ["a yellow circle above a red square"], ["a green square"], ["a blue circle"]]

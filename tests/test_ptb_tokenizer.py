@@ -1,4 +1,4 @@
-"""jaxcap.ptb_tokenizer: the pure-Python tokenizer against pycocoevalcap's Java PTBTokenizer,
+"""jaxcap.evaluation.ptb_tokenizer: the pure-Python tokenizer against pycocoevalcap's Java PTBTokenizer,
 called live in the test (Java needed; see the `java` fixture in conftest.py)."""
 
 import contextlib
@@ -6,7 +6,7 @@ import io
 
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from jaxcap import ptb_tokenizer
+from jaxcap.evaluation import ptb_tokenizer
 
 # More caption-like text for the tokenizer comparison (one Java run).
 TRICKY = [

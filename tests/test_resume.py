@@ -1,6 +1,6 @@
 """Crashes, resumes and damaged workdirs, end to end with train.py and sample.py.
 
-Every kill lands at a named point (`jaxcap.faults`, JAXCAP_FAULT=name:step), not after a
+Every kill lands at a named point (`jaxcap.training.faults`, JAXCAP_FAULT=name:step), not after a
 sleep: inside a checkpoint save before its rename, right after it, after a metrics row.
 """
 
@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import jax
+import numpy as np
 import pytest
-
-from jaxcap import checkpoints, workdir as workdir_lib
-from jaxcap.data import shapes
 from test_train import ROOT
+
+from jaxcap.data import shapes
+from jaxcap.training import checkpoints
+from jaxcap.training import workdir as workdir_lib
 
 # Tiny and fast: 32 px images (a 1x1 grid), 8 units, constant learning rate so that a rerun
 # with a larger num_steps trains exactly like the first run did.

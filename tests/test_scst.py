@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
-
-from jaxcap import checkpoints, scst, text
 from test_train import run, train_cmd  # train.py in a subprocess on tiny shapes
+
+from jaxcap.data import text
+from jaxcap.training import checkpoints, scst
 
 WORDS = "a dog cat runs on the grass red ball big small near".split()
 
@@ -181,8 +182,9 @@ def test_scst_raises_the_reward_on_a_tiny_problem():
 @pytest.mark.parametrize("kind,baseline", [("gru_mha", "mean"), ("transformer", "greedy")])
 def test_phase_step_for_other_decoders(kind, baseline):
   from configs import quickstart  # pylint: disable=g-import-not-at-top
-  from jaxcap import decoders, training  # pylint: disable=g-import-not-at-top
+  from jaxcap import training
   from jaxcap.data import pipeline  # pylint: disable=g-import-not-at-top
+  from jaxcap.model import decoders  # pylint: disable=g-import-not-at-top
   config = quickstart.get_config()
   config.model.max_length, config.train.batch_size, config.train.num_steps = 8, 4, 3
   config.train.scst_steps, config.train.scst_samples, config.train.scst_batch_size = 2, 3, 4

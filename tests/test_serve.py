@@ -25,10 +25,10 @@ import pytest
 from starlette.testclient import TestClient
 from test_train import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
 
-from jaxcap import serve
+from jaxcap.captioner import Captioner
 from jaxcap.data import shapes
-from jaxcap.decode_options import DecodeOptions
-from jaxcap.inference import Captioner
+from jaxcap.decoding.options import DecodeOptions
+from jaxcap.serving import app as serve
 
 SIZES = (1, 4, 16)  # fewer compiled sizes than the server's default keeps start-up short
 

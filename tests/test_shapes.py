@@ -73,8 +73,8 @@ def test_write_examples(tmp_path):
   assert len(written) == 3
   for path, caption in written:
     assert GRAMMAR.match(caption)
-    from jaxcap import images
-    assert images.load_rgb(path).shape[2] == 3
+    from jaxcap.data import image_files
+    assert image_files.load_rgb(path).shape[2] == 3
 
 
 def test_caption_for_more_rules():
@@ -151,8 +151,8 @@ def test_make_split_matches_make_example():
   assert images.shape == (6, 32, 32, 3) and images.dtype == np.float32
   assert 0.0 <= images.min() and images.max() <= 1.0
   assert captions == [shapes.caption_of(4, i) for i in range(10, 16)]
-  from jaxcap import images as image_io
-  np.testing.assert_array_equal(images[2], image_io.resize(shapes.make_example(4, 12)[0], 32))
+  from jaxcap.data import image_files
+  np.testing.assert_array_equal(images[2], image_files.resize(shapes.make_example(4, 12)[0], 32))
   # Disjoint index ranges of one seed: the second half of [10, 16) equals [13, 16).
   tail, tail_captions = shapes.make_split(seed=4, start=13, count=3, image_size=32)
   np.testing.assert_array_equal(tail, images[3:])

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcap import images
-from jaxcap.data import coco_json, pipeline, sources
+from jaxcap.data import coco_json, image_files, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,10 +59,10 @@ def test_jsonl(tmp_path):
   image = splits["test"].load(0)
   assert image.shape == (8, 8, 3) and image[..., 2].mean() < 0.3  # CMYK yellow -> RGB
   # The resize asked for is the one used (the two differ on this 20x10 image).
-  red = images.load_rgb(tmp_path / "img/red.png")
-  np.testing.assert_array_equal(train.load(0), images.resize(red, 8, "pil_bilinear"))
+  red = image_files.load_rgb(tmp_path / "img/red.png")
+  np.testing.assert_array_equal(train.load(0), image_files.resize(red, 8, "pil_bilinear"))
   tf_train = sources.splits(config, 8, "tf_bilinear")["train"]
-  np.testing.assert_array_equal(tf_train.load(0), images.resize(red, 8, "tf_bilinear"))
+  np.testing.assert_array_equal(tf_train.load(0), image_files.resize(red, 8, "tf_bilinear"))
   assert np.abs(tf_train.load(0) - train.load(0)).max() > 0.01
   with pytest.raises(ValueError, match="unknown resize method"):
     sources.splits(config, 8, "nearest")

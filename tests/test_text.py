@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from jaxcap import text
+from jaxcap.data import text
 
 # The seed notebook's pattern, verbatim (its ",-/" is a character range).
 SEED_PATTERN = r"[!\"#$%&\(\)\*\+.,-/:;=?@\[\\\]^_`{|}~]"

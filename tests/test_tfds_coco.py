@@ -4,8 +4,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxcap import images
-from jaxcap.data import pipeline, sources
+from jaxcap.data import image_files, pipeline, sources
 
 
 def fake_coco(self, split, **unused):
@@ -51,7 +50,7 @@ def test_mock_coco_captions():
     np.testing.assert_array_equal(val.load(3), val.load(3))
     # The resize asked for is the one used: example 3 of val is (27, 40) pixels.
     rgb = fake_coco(None, "val").skip(3).take(1).get_single_element()["image"].numpy()
-    np.testing.assert_array_equal(val.load(3), images.resize(rgb, 32, "tf_bilinear"))
+    np.testing.assert_array_equal(val.load(3), image_files.resize(rgb, 32, "tf_bilinear"))
     del config.use_restval  # unset: jaxcap.data.USE_RESTVAL, train only, as the seed
     assert len(sources.splits(config, 32, "tf_bilinear")["train"]) == 5
     np.testing.assert_array_equal(features[1].astype(np.float32),

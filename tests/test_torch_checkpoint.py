@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxcap.encoders import torch_checkpoint
+from jaxcap.model.encoders import torch_checkpoint
 
 
 class FloatStorage:  # pickled by reference as torch.FloatStorage
@@ -146,7 +146,7 @@ def test_storage_with_two_sizes(tmp_path):
 def test_encoder_weights_from_a_workdir_get_the_same_checks(tmp_path):
   # sample.py and evaluate.py read `encoder.weights` from a workdir's checkpoint metadata
   # and load it with this same function, as train.py does.
-  from jaxcap.encoders import mobilenet_v2  # pylint: disable=g-import-not-at-top
+  from jaxcap.model.encoders import mobilenet_v2  # pylint: disable=g-import-not-at-top
   write(tmp_path / "evil.pth", {"features.0.0.weight": Tensor(StorageRef("0", 4), 0,
                                                               (50_000_000,), (1,))},
         {"0": FOUR}, "zip")

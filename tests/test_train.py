@@ -10,7 +10,7 @@ import sys
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from jaxcap import checkpoints
+from jaxcap.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

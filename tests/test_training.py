@@ -71,7 +71,8 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(kind):
   """Projecting only the real positions gives the padded computation's loss (1e-6 relative)
   and gradients (1e-5)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxcap import decoders  # pylint: disable=g-import-not-at-top
+
+  from jaxcap.model import decoders  # pylint: disable=g-import-not-at-top
   v, u, p, d, b, t = 53, 16, 5, 12, 6, 11
   rng = np.random.default_rng(0)
   features = rng.normal(size=(b, p, d)).astype(np.float32)

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from jaxcap import workdir
+from jaxcap.training import workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HOLD = """
 import sys
-from jaxcap import workdir
+from jaxcap.training import workdir
 lock = workdir.Lock(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()  # hold it until stdin closes, or until killed

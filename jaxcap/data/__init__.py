@@ -1,5 +1,14 @@
-"""Captioned-image data: sources, the batching pipeline, the feature cache, a config's splits as
-features (`features.py`)."""
+"""Captioned-image data.
+
+    sources.py      a config's splits from any source (shapes, jsonl, karpathy, coco_json,
+                    tfds_coco; one module each)
+    image_files.py  reading image files (modes, EXIF, size limits) and the resize methods
+    text.py         caption cleaning and the Vocabulary
+    pipeline.py     splits -> feature batches and caption sets
+    cache.py        the on-disk feature cache, keyed by what produced it
+    build.py        a config's splits as features, through the cache
+    disk.py         atomic writes and free-space checks
+"""
 
 import json
 import os

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcap import disk, encoders
-from jaxcap.data import pipeline
+from jaxcap.data import disk, pipeline
+from jaxcap.model import encoders
 
 # valid.npy first: deleted, it leaves no folder that looks complete.
 _FILES = ("valid.npy", "features.npy", "stamps.npy", "keys.json", "encoder.json")

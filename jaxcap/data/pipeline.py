@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcap import images as image_io
-from jaxcap.text import Vocabulary
+from jaxcap.data import image_files
+from jaxcap.data.text import Vocabulary
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class Split:
   keys: a unique, stable name per image (a path or an id); the feature cache is keyed by it.
   captions: every caption of each image.
   load: i -> image i as (S, S, 3) float32 in [0, 1] at the encoder's size; raises
-    `jaxcap.images.ImageError` for an unreadable file.
+    `jaxcap.data.image_files.ImageError` for an unreadable file.
   files: the file each image is read from, when images are files: the feature cache
     recomputes an image whose file changed.
   """
@@ -82,7 +82,7 @@ def feature_batches(
     for i in indices:
       try:
         image = split.load(i)
-      except image_io.ImageError as e:
+      except image_files.ImageError as e:
         skipped.append(str(e))
         continue
       finally:

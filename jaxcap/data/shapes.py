@@ -23,7 +23,7 @@ import numpy as np
 import tqdm
 from PIL import Image, ImageDraw
 
-from jaxcap import images as image_io
+from jaxcap.data import image_files
 
 COLORS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
@@ -150,7 +150,7 @@ def make_example(seed: int, index: int) -> tuple[np.ndarray, str]:
 
 def make_split(seed: int, start: int, count: int, image_size: int
                ) -> tuple[np.ndarray, list[str]]:
-  """Examples start..start+count-1, resized like any image (`jaxcap.images.resize`).
+  """Examples start..start+count-1, resized like any image (`jaxcap.data.image_files.resize`).
 
   Returns float32 (count, image_size, image_size, 3) in [0, 1] and the count captions.
   Splits are disjoint index ranges of one seed, e.g. train [0, N), val [N, N+M), ...
@@ -162,7 +162,7 @@ def make_split(seed: int, start: int, count: int, image_size: int
   for j, index in enumerate(tqdm.tqdm(indices, desc=f"shapes {start}..{start + count - 1}",
                                       unit="img", disable=count < 500)):
     image, caption = make_example(seed, index)
-    images[j] = image_io.resize(image, image_size)
+    images[j] = image_files.resize(image, image_size)
     captions.append(caption)
   return images, captions
 

@@ -1,14 +1,13 @@
 """Where captioned images come from: one function per source, each returning `Split`s.
 
 A source maps a data config, the encoder's image size and resize method
-(`jaxcap.images.RESIZE_METHODS`) to {"train", "val", "test"} splits (see `pipeline.Split`);
+(`jaxcap.data.image_files.RESIZE_METHODS`) to {"train", "val", "test"} splits (see `pipeline.Split`);
 register it in `SOURCES`.
 """
 
 from __future__ import annotations
 
-from jaxcap import images as image_io
-from jaxcap.data import USE_RESTVAL, coco_json, jsonl, karpathy, shapes, tfds_coco
+from jaxcap.data import USE_RESTVAL, coco_json, image_files, jsonl, karpathy, shapes, tfds_coco
 from jaxcap.data.pipeline import Split
 
 
@@ -24,7 +23,7 @@ def shapes_splits(data_config, image_size: int, resize: str) -> dict[str, Split]
         name=name,
         keys=[f"shapes/{seed}/{i}" for i in indices],
         captions=[[shapes.caption_of(seed, i)] for i in indices],
-        load=lambda j, first=start: image_io.resize(shapes.make_example(seed, first + j)[0],
+        load=lambda j, first=start: image_files.resize(shapes.make_example(seed, first + j)[0],
                                                     image_size, resize),
     )
     start += count
@@ -38,7 +37,7 @@ def file_splits(items: dict[str, list[tuple[str, list[str]]]], image_size: int, 
   def make(name, rows):
     paths = [path for path, _ in rows]
     return Split(name=name, keys=paths, captions=[caps for _, caps in rows],
-                 load=lambda i: image_io.load_image(paths[i], image_size, resize),
+                 load=lambda i: image_files.load_image(paths[i], image_size, resize),
                  files=paths)
 
   return {name: make(name, rows) for name, rows in items.items()}
@@ -75,9 +74,9 @@ SOURCES = {"shapes": shapes_splits, "jsonl": jsonl_splits, "karpathy": karpathy_
 
 def splits(data_config, image_size: int, resize: str) -> dict[str, Split]:
   """The train / val / test splits of `data_config.source` at `image_size`, resized by
-  `resize` (`jaxcap.images.RESIZE_METHODS`)."""
+  `resize` (`jaxcap.data.image_files.RESIZE_METHODS`)."""
   if data_config.source not in SOURCES:
     raise ValueError(f"unknown data source {data_config.source!r}; choose one of "
                      f"{', '.join(SOURCES)}")
-  image_io.check_resize_method(resize)
+  image_files.check_resize_method(resize)
   return SOURCES[data_config.source](data_config, image_size, resize)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcap import images as image_io
-from jaxcap.data import USE_RESTVAL
+from jaxcap.data import USE_RESTVAL, image_files
 from jaxcap.data.pipeline import Split
 
 
@@ -61,7 +60,7 @@ def read_split(tfds_split: str, data_dir=None) -> tuple[list[str], list[list[str
 
 def splits(data_config, image_size: int, resize: str) -> dict[str, Split]:
   """train (+ restval), val and test of TFDS coco_captions at `image_size`, resized by
-  `resize` (`jaxcap.images.RESIZE_METHODS`)."""
+  `resize` (`jaxcap.data.image_files.RESIZE_METHODS`)."""
   data_dir = data_config.get("tfds_data_dir", "") or None
   restval = ["restval"] if data_config.get("use_restval", USE_RESTVAL) else []
   wanted = {"train": ["train"] + restval, "val": ["val"], "test": ["test"]}
@@ -76,7 +75,7 @@ def splits(data_config, image_size: int, resize: str) -> dict[str, Split]:
 
     def load(i, readers=readers):
       start, reader = max((r for r in readers if r[0] <= i), key=lambda r: r[0])
-      return image_io.resize(reader(i - start), image_size, resize)
+      return image_files.resize(reader(i - start), image_size, resize)
 
     out[name] = Split(name, keys, captions, load)
   return out

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcap import decoders
+from jaxcap.model import decoders
 
 AXIS = "devices"
 LR_SCHEDULES = ("constant", "cosine")

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcap import layers
+from jaxcap.model import layers
 
 Params = dict
 EPSILON = 1e-6  # LayerNorm epsilon, as in Flax and most Transformer code

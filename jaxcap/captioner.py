@@ -8,7 +8,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcap import checkpoints, decoders, decoding, encoders, images, text
+from jaxcap import decoding
+from jaxcap.data import image_files, text
+from jaxcap.model import decoders, encoders
+from jaxcap.training import checkpoints
 
 
 def restore_params(workdir: str, checkpoint: str | int | None = None):
@@ -77,9 +80,9 @@ class Captioner:
 
   def load_image(self, path) -> np.ndarray:
     """An image file (a path or a binary file object) as the encoder saw images in training:
-    (S, S, 3) float32 in [0, 1], resized the config's way. Raises images.ImageError."""
-    return images.load_image(path, self.image_size,
-                             encoders.resize_method(self.config.encoder))
+    (S, S, 3) float32 in [0, 1], resized the config's way. Raises image_files.ImageError."""
+    return image_files.load_image(path, self.image_size,
+                             image_files.resize_method_of(self.config.encoder))
 
   def caption(self, images: np.ndarray, key: jax.Array,
               options: decoding.DecodeOptions | None = None, max_length: int | None = None):

@@ -32,13 +32,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from jaxcap import decoding, encoders, images as image_io
-from jaxcap.decode_options import DecodeOptions
+from jaxcap import decoding
+from jaxcap.data import image_files
+from jaxcap.decoding.options import DecodeOptions
+from jaxcap.model import encoders
 
 BATCH_SIZES = (1, 4, 8, 16, 32)  # compiled at start-up; a batch is padded up to one of them
 MAX_WAIT_MS = 5.0  # how long the first image of a batch waits for company
 MAX_IMAGES_PER_REQUEST = 64
-PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve.html")
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 
 
 # Server-side bounds on top of DecodeOptions' own checks (None: the vocabulary size), so that
@@ -298,7 +300,7 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
              max_wait_ms: float = MAX_WAIT_MS, max_upload_mb: float = 20,
              max_pixels: int | None = None, encode_chunk: int | None = None,
              warm: bool = True) -> Starlette:
-  """The HTTP app; `captioner` is a `jaxcap.inference.Captioner` (or anything as callable).
+  """The HTTP app; `captioner` is a `jaxcap.captioner.Captioner` (or anything as callable).
 
   Args:
     batch_sizes: the batch sizes compiled (at start-up when `warm`); the largest caps a call.
@@ -316,10 +318,10 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
   with open(PAGE, encoding="utf-8") as f:
     page = f.read().replace("{{MAX_UPLOAD_MB}}", f"{max_upload_mb:g}")
 
-  resize_method = encoders.resize_method(captioner.config.encoder)
+  resize_method = image_files.resize_method_of(captioner.config.encoder)
 
   def prepare(data: bytes, name: str) -> np.ndarray:  # as the encoder saw images in training
-    return image_io.resize(image_io.decode_rgb(data, name, max_pixels), size, resize_method)
+    return image_files.resize(image_files.decode_rgb(data, name, max_pixels), size, resize_method)
 
   async def read(request: Request) -> tuple[list[tuple[bytes, str]], dict[str, str]]:
     """The uploaded files [(bytes, name)] and the decoding fields; _Reject if bad."""
@@ -359,7 +361,7 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         images = [await run_in_threadpool(prepare, data, name) for data, name in files]
       except _Reject as e:
         return _error(e.status, e.message)
-      except (ValueError, image_io.ImageError) as e:  # options, images
+      except (ValueError, image_files.ImageError) as e:  # options, images
         return _error(400, str(e))
       futures = [asyncio.wrap_future(batcher.submit(image, options)) for image in images]
     rows = await asyncio.gather(*futures)
@@ -413,6 +415,7 @@ def running(app: Starlette, host: str = "127.0.0.1", timeout_s: float = 600):
   For tests and benchmarks: returns once start-up (compiling) is done, stops on exit.
   """
   import socket  # pylint: disable=g-import-not-at-top
+
   import uvicorn  # pylint: disable=g-import-not-at-top
   sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
   sock.bind((host, 0))

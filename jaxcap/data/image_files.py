@@ -150,6 +150,12 @@ def check_resize_method(method: str) -> str:
   return method
 
 
+def resize_method_of(encoder_config) -> str:
+  """How images are resized to the encoder's input size (`RESIZE_METHODS`): the config's
+  `encoder.resize`, checked; configs older than that field used Pillow's."""
+  return check_resize_method(encoder_config.get("resize", DEFAULT_RESIZE))
+
+
 def _tf_axis(in_size: int, out_size: int):
   """TensorFlow's bilinear sampling along one axis (resize_bilinear_op.cc with half-pixel
   centres), in float32 as it computes: (lower index, upper index, weight of upper), each

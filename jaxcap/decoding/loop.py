@@ -1,14 +1,14 @@
 """Decoding: the one function every caller uses to turn image features into captions.
 
 `decode(params, spec, features, key, options, ...)` runs greedy decoding, top-k/temperature
-sampling or beam search for any decoder (`jaxcap.decoders`), each inside one compiled
+sampling or beam search for any decoder (`jaxcap.model.decoders`), each inside one compiled
 `lax.while_loop` that calls the decoder's `step` over its cache. `sample.py`, `evaluate.py`,
 validation during training, `inference.Captioner` and SCST all go through it, with one
 description of the options and one set of command-line flags (`DecodeOptions`,
-`add_flags`, `options_from_flags`: in `decode_options.py`, which imports no JAX, so the
+`add_flags`, `options_from_flags`: in `options.py`, which imports no JAX, so the
 command lines parse flags instantly).
 
-The greedy/sampling loop is here; beam search is in `jaxcap/beam.py`.
+The greedy/sampling loop is here; beam search is in `beam.py`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcap import beam, decoders
-from jaxcap.decode_options import DecodeOptions, add_flags, options_from_flags  # noqa: F401
+from jaxcap.decoding import beam
+from jaxcap.decoding.options import DecodeOptions, add_flags, options_from_flags  # noqa: F401
+from jaxcap.model import decoders
+
 
 def choose_tokens(logits: jax.Array, key: jax.Array, *, greedy: bool, top_k: int,
                   temperature: float) -> jax.Array:

@@ -29,7 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcap import layers, ranges
+from jaxcap import ranges
+from jaxcap.model import layers
 
 Params = dict
 KINDS = ("gru", "gru_mha", "transformer")
@@ -204,7 +205,7 @@ def attention_description(spec: DecoderSpec) -> str:
 
 
 def module(spec: DecoderSpec):
-  from jaxcap.decoders import gru, transformer  # pylint: disable=g-import-not-at-top
+  from jaxcap.model.decoders import gru, transformer  # pylint: disable=g-import-not-at-top
   return transformer if spec.kind == "transformer" else gru
 
 

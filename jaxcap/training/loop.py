@@ -1,6 +1,6 @@
 """The training loop behind `train.py`: resume, steps, validation, checkpoints, logs.
 
-The data it trains on comes from `jaxcap.data.features.build_data`.
+The data it trains on comes from `jaxcap.data.build.build_data`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxcap import (checkpoints, config_checks, decoders, decoding, disk, encoders, evaluation,
-                    faults, logs, metrics, scst, training, workdir as workdir_lib)
-from jaxcap.data import features, pipeline
+from jaxcap import decoding, training
+from jaxcap.data import build, disk, pipeline
+from jaxcap.evaluation import captioning, metrics
+from jaxcap.model import decoders, encoders
+from jaxcap.training import checkpoints, config_checks, faults, logs, scst
+from jaxcap.training import workdir as workdir_lib
 
 
 def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
   """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
   exact-match rate (a caption equal to one of the image's references)."""
-  scores, candidates = evaluation.evaluate(
+  scores, candidates = captioning.evaluate(
       params, spec, data, vocab, decoding.DecodeOptions("greedy"), config.model.max_length,
       limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
-  _, references = evaluation.caption_set_per_image(data)
+  _, references = captioning.caption_set_per_image(data)
   return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
-          "val_exact_match": evaluation.exact_match(candidates, references)}
+          "val_exact_match": captioning.exact_match(candidates, references)}
 
 
 def host_share(batch: np.ndarray) -> np.ndarray:
@@ -110,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   encoder, _, feature_fn = encoders.load(config.encoder)
-  vocab, sets = features.build_data(config, feature_fn, workdir)
+  vocab, sets = build.build_data(config, feature_fn, workdir)
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
   spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
                                    feature_dim=encoder.FEATURE_DIM,

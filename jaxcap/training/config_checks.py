@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from jaxcap import decode_options, decoders, encoders, training
+from jaxcap import training
 from jaxcap.data import sources
+from jaxcap.decoding import options as decode_options
+from jaxcap.model import decoders, encoders
 from jaxcap.ranges import BOOL, INT, STRING, integer, is_int, number, one_of
 
 

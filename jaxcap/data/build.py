@@ -13,8 +13,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jaxcap import encoders, text
-from jaxcap.data import cache, pipeline, sources
+from jaxcap.data import cache, image_files, pipeline, sources, text
+from jaxcap.model import encoders
 
 
 def split_features(config, split: pipeline.Split,
@@ -39,7 +39,7 @@ def build_data(config, feature_fn: Callable[[np.ndarray], jax.Array], workdir: s
   """Extracts the splits' features once; returns the vocabulary and a CaptionSet per
   non-empty split (train must have images)."""
   splits = sources.splits(config.data, encoders.image_size(config.encoder),
-                          encoders.resize_method(config.encoder))
+                          image_files.resize_method_of(config.encoder))
   extracted = {}
   for name in split_names:
     split = splits[name]

@@ -16,7 +16,7 @@ def get(name: str) -> types.ModuleType:
   """The encoder module called `name`."""
   if name not in NAMES:
     raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(NAMES)}")
-  return importlib.import_module(f"jaxcap.encoders.{name}")
+  return importlib.import_module(f"jaxcap.model.encoders.{name}")
 
 
 def image_size(encoder_config) -> int:
@@ -24,16 +24,10 @@ def image_size(encoder_config) -> int:
   return encoder_config.get("image_size", 0) or get(encoder_config.name).IMAGE_SIZE
 
 
-def resize_method(encoder_config) -> str:
-  """How images are resized to `image_size` (`jaxcap.images.RESIZE_METHODS`): the config's
-  `encoder.resize`, checked; configs older than that field used Pillow's."""
-  from jaxcap import images  # pylint: disable=g-import-not-at-top
-  return images.check_resize_method(encoder_config.get("resize", images.DEFAULT_RESIZE))
-
-
 def feature_function(encoder: types.ModuleType, params):
   """The jitted images (B, S, S, 3) -> features (B, P, D) of an encoder and its params."""
   import functools  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top  (the module stays import-light)
   return jax.jit(functools.partial(encoder.features, params))
 

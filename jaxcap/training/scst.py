@@ -23,8 +23,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcap import decoders, decoding, text, training
-from jaxcap.data import pipeline
+from jaxcap import decoding, training
+from jaxcap.data import pipeline, text
+from jaxcap.model import decoders
 
 ORDER = 4  # n-grams of 1..4 words, as the COCO evaluation
 SIGMA = 6.0  # the length penalty's standard deviation

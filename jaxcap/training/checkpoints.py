@@ -33,8 +33,9 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import path as ocp_path
 
-from jaxcap import decoders, faults
-from jaxcap.text import Vocabulary
+from jaxcap.data.text import Vocabulary
+from jaxcap.model import decoders
+from jaxcap.training import faults
 
 T = TypeVar("T")
 

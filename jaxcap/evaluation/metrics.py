@@ -1,7 +1,7 @@
 """The COCO caption metrics, computed by pycocoevalcap's own scorers.
 
 BLEU-1..4, METEOR, ROUGE-L and CIDEr-D, exactly as the COCO caption evaluation computes them:
-captions are PTB-tokenized and stripped of punctuation (`jaxcap.ptb_tokenizer`), then scored
+captions are PTB-tokenized and stripped of punctuation (`jaxcap.evaluation.ptb_tokenizer`), then scored
 by `Bleu(4)`, `Meteor`, `Rouge` and `Cider`. `COCOEvalCap.evaluate()` is not used: it also
 builds SPICE, which downloads Stanford CoreNLP and fails offline.
 
@@ -18,10 +18,11 @@ import math
 import warnings
 from typing import Hashable, Mapping, Sequence
 
-from jaxcap.ptb_tokenizer import java_available, tokenize
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
+
+from jaxcap.evaluation.ptb_tokenizer import java_available, tokenize
 
 KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 ALL = frozenset({"Bleu", "METEOR", "ROUGE_L", "CIDEr"})

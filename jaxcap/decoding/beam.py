@@ -17,7 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from jaxcap import decoders
+from jaxcap.model import decoders
 
 NEG_INF = -1.0e9
 

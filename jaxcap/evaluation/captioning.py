@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxcap import decoders, decoding, metrics, text
-from jaxcap.data import pipeline
+from jaxcap import decoding
+from jaxcap.data import pipeline, text
+from jaxcap.evaluation import metrics
+from jaxcap.model import decoders
 
 
 def caption_set_per_image(data: pipeline.CaptionSet):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcap.encoders import torch_checkpoint
+from jaxcap.model.encoders import torch_checkpoint
 
 NAME = "mobilenet_v2"
 IMAGE_SIZE = 224

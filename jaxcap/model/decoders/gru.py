@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcap import layers
+from jaxcap.model import layers
 
 Params = dict
 

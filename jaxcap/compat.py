@@ -1,0 +1,78 @@
+"""Compatibility with what jaxcap was before its current layout: one place, each shim named.
+
+Module paths. Until 0.2 the package was flat (`jaxcap.decoders`, `jaxcap.inference`,
+`jaxcap.encoders.mobilenet_v2`, ...). `install_module_aliases` (run by `jaxcap/__init__`) makes
+each old path import the module that now holds its code, so scripts written against the old
+paths keep working for this release: `import jaxcap.decoders` gives `jaxcap.model.decoders`
+itself, not a copy. `jaxcap.decoding` and `jaxcap.training` need no alias: they are packages
+that re-export what the old modules held.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+# old path -> the module that holds its code now
+MODULE_ALIASES = {
+    "jaxcap.decoders": "jaxcap.model.decoders",
+    "jaxcap.decoders.gru": "jaxcap.model.decoders.gru",
+    "jaxcap.decoders.transformer": "jaxcap.model.decoders.transformer",
+    "jaxcap.encoders": "jaxcap.model.encoders",
+    "jaxcap.encoders.mobilenet_v2": "jaxcap.model.encoders.mobilenet_v2",
+    "jaxcap.encoders.inception_resnet_v2": "jaxcap.model.encoders.inception_resnet_v2",
+    "jaxcap.encoders.torch_checkpoint": "jaxcap.model.encoders.torch_checkpoint",
+    "jaxcap.layers": "jaxcap.model.layers",
+    "jaxcap.inference": "jaxcap.captioner",
+    "jaxcap.decode_options": "jaxcap.decoding.options",
+    "jaxcap.beam": "jaxcap.decoding.beam",
+    "jaxcap.text": "jaxcap.data.text",
+    "jaxcap.images": "jaxcap.data.image_files",
+    "jaxcap.disk": "jaxcap.data.disk",
+    "jaxcap.data.features": "jaxcap.data.build",
+    "jaxcap.trainer": "jaxcap.training.loop",
+    "jaxcap.checkpoints": "jaxcap.training.checkpoints",
+    "jaxcap.workdir": "jaxcap.training.workdir",
+    "jaxcap.logs": "jaxcap.training.logs",
+    "jaxcap.faults": "jaxcap.training.faults",
+    "jaxcap.scst": "jaxcap.training.scst",
+    "jaxcap.config_checks": "jaxcap.training.config_checks",
+    "jaxcap.metrics": "jaxcap.evaluation.metrics",
+    "jaxcap.ptb_tokenizer": "jaxcap.evaluation.ptb_tokenizer",
+    "jaxcap.viz": "jaxcap.evaluation.figures",
+    "jaxcap.serve": "jaxcap.serving.app",
+}
+
+
+class _AliasLoader(importlib.abc.Loader):
+  """Loads an old path as the module at its new one (the same module object)."""
+
+  def __init__(self, target: str):
+    self.target = target
+
+  def create_module(self, spec):
+    return importlib.import_module(self.target)
+
+  def exec_module(self, module):
+    pass  # the target module ran when it was imported
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+
+  def find_spec(self, fullname, path=None, target=None):
+    new = MODULE_ALIASES.get(fullname)
+    if new is None:
+      return None
+    return importlib.machinery.ModuleSpec(fullname, _AliasLoader(new),
+                                          is_package=fullname in _PACKAGES)
+
+
+_PACKAGES = {old.rsplit(".", 1)[0] for old in MODULE_ALIASES}
+
+
+def install_module_aliases() -> None:
+  """Lets the old module paths import (idempotent)."""
+  if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())

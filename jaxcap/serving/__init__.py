@@ -1,0 +1,2 @@
+"""Serving: the Starlette app with its batching model thread (`app`) and the page it serves
+(`page.html`)."""
