@@ -163,6 +163,29 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+
+
+def write_doc_section(name: str, text: str, path: str = DOC) -> bool:
+  """Replaces what lies between `<!-- begin NAME -->` and `<!-- end NAME -->` in `path`.
+
+  Returns False (and leaves the file alone) when the file or its markers are missing, so a
+  benchmark run from a trimmed checkout still writes its own results files.
+  """
+  begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+  try:
+    with open(path, encoding="utf-8") as f:
+      doc = f.read()
+  except FileNotFoundError:
+    return False
+  start, stop = doc.find(begin), doc.find(end)
+  if start < 0 or stop < start:
+    return False
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(doc[:start + len(begin)] + "\n" + text.strip("\n") + "\n" + doc[stop:])
+  return True
+
+
 def main(run) -> None:
   """`python bench/<name>.py [--quick]`: runs one benchmark and prints its table."""
   parser = argparse.ArgumentParser()

@@ -1,4 +1,5 @@
-"""Runs the benchmarks, prints a markdown table and the speed goals, writes results.{md,json}.
+"""Runs the benchmarks, prints a markdown table and the speed goals, writes results.{md,json}
+and replaces the table in docs/benchmarks.md.
 
     python bench/run.py [--quick] [--json] [--only decode,train,encoders,cli,scst]
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
                  help=f"comma-separated subset of {','.join(BENCHMARKS)}")
   p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                  help="folder for results.md and results.json")
+  p.add_argument("--doc", default=common.DOC,
+                 help="markdown file whose bench/run.py section gets this run's table "
+                      "('' to leave it alone)")
   args = p.parse_args(argv)
   names = [ALIASES.get(n, n) for n in args.only.split(",") if n]
   unknown = set(names) - set(BENCHMARKS)
@@ -115,6 +119,8 @@ def main(argv=None) -> int:
     f.write(text + "\n")
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(result, f, indent=1)
+  if args.doc and common.write_doc_section("bench/run.py", text, args.doc):
+    print(f"[table written into {args.doc}]", file=sys.stderr)
   if args.json:
     print(json.dumps(result))
   return 0

@@ -11,7 +11,7 @@ this process without HTTP, the model call alone (`serve.caption_batch`) per imag
 
     python bench/serve.py --workdir workdirs/quickstart [--quick]
 
-Writes bench/serve.md and bench/serve.json.
+Writes bench/serve.md and bench/serve.json, and replaces the table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -150,6 +150,9 @@ def main(argv=None) -> int:
   p.add_argument("--quick", action="store_true", help="fewer requests")
   p.add_argument("--out", default=os.path.join(common.ROOT, "bench"),
                  help="folder for serve.md and serve.json")
+  p.add_argument("--doc", default=common.DOC,
+                 help="markdown file whose bench/serve.py section gets this run's table "
+                      "('' to leave it alone)")
   args = p.parse_args(argv)
   folder = tempfile.mkdtemp(prefix="jaxcap_bench_serve_")
   paths = [str(path) for path, _ in shapes.write_examples(folder, seed=7, start=0, count=32)]
@@ -187,6 +190,8 @@ def main(argv=None) -> int:
   print("\n" + text)
   with open(os.path.join(args.out, "serve.md"), "w") as f:
     f.write(text)
+  if args.doc and common.write_doc_section("bench/serve.py", text, args.doc):
+    print(f"[table written into {args.doc}]", file=sys.stderr)
   with open(os.path.join(args.out, "serve.json"), "w") as f:
     json.dump({"machine": common.machine(), "others_cpu": others, "quick": args.quick,
                "rows": rows, "model_ms_per_image": costs}, f, indent=1)
