@@ -47,7 +47,7 @@ def goals(rows) -> list[dict]:
                 f"batch 1, {length}")
       check(f"compiled decoding at batch 1 >= 50x the seed's Keras loop "
             f"(Keras on {backend}, {label})", r, lambda r: r["ratio"], lambda x: x >= 50)
-  # Issue 11: the seed's GRU, same weights and batch, Keras on TensorFlow (the seed's runtime).
+  # The seed's GRU, same weights and batch, Keras on TensorFlow (the seed's runtime).
   r = _find(rows, "train step (coco): jaxcap vs Keras on TensorFlow", "gru, ")
   check("train step >= 2.5x the seed's Keras step on TensorFlow (the seed's batch: COCO-like "
         "captions padded to 64)", r, lambda r: r["ratio"], lambda x: x >= 2.5)

@@ -10,7 +10,7 @@ token (nothing to skip):
    (converted with `seed_keras.to_jaxcap`), same batch; the first step's losses from the
    same initial weights are compared. "gru" is the seed; "gru_mha" is Keras's
    MultiHeadAttention variant; the transformer has no Keras model, so its reference is
-   jaxcap's own step projecting every padded position (what main did before issue 11).
+   jaxcap's own step projecting every padded position (what jaxcap did before the packed loss).
 2. Achieved FLOP/s counting only useful FLOPs (`useful_flops`: the matmuls at positions that
    have a real target, forward and backward) over the measured step time, against a bare
    float32 matmul of the vocabulary projection's shape timed in the same run.
@@ -135,7 +135,7 @@ def run(quick: bool = False) -> list[dict]:
 
     def ours(name, padded=False):
       f, t = sharded[name]  # pylint: disable=cell-var-from-loop
-      if padded:  # every position projected, as main did before issue 11
+      if padded:  # every position projected, as jaxcap did before the packed loss
         state[0], loss = step.pmapped(state[0], f, t, None)  # pylint: disable=cell-var-from-loop
       else:
         state[0], loss = step(state[0], f, t)  # pylint: disable=cell-var-from-loop
