@@ -76,3 +76,18 @@ def install_module_aliases() -> None:
   """Lets the old module paths import (idempotent)."""
   if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _AliasFinder())
+
+
+def decoder_spec_from_sizes(meta: dict):
+  """The `DecoderSpec` of a pre-release workdir's meta, from before decoder kinds: it holds
+  "sizes" {vocab_size, units, feature_dim, positions, position_embedding, init_hidden} (the
+  seed's GRU, so kind "gru") and the config's model.max_length, where newer metas hold
+  "spec" (`decoders.spec_from_meta` reads both)."""
+  from jaxcap.model import decoders  # pylint: disable=g-import-not-at-top  (aliases load first)
+  sizes = meta["sizes"]
+  return decoders.DecoderSpec(
+      kind="gru", vocab_size=sizes["vocab_size"], units=sizes["units"],
+      feature_dim=sizes["feature_dim"], positions=sizes.get("positions", 0),
+      max_length=meta["config"]["model"]["max_length"],
+      grid_position_embedding=bool(sizes.get("position_embedding", False)),
+      init_hidden_from_image=bool(sizes.get("init_hidden", False)))

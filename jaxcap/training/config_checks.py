@@ -74,14 +74,9 @@ CHECKS: list[Check] = [
            ("data.path", STRING),
            ("encoder.weights", STRING),
            ("encoder.image_size", IMAGE_SIZE),
-           ("model.grid_position_embedding", BOOL),
-           ("model.init_hidden_from_image", BOOL),
-           ("model.decoder", one_of(*decoders.KINDS)),
-           ("model.num_heads", integer(0)),  # 0: the default
-           ("model.key_dim", integer(0)),
-           ("model.num_layers", integer(0)),
-           ("model.mlp_dim", integer(0)),
-           ("model.dropout", decoders.DROPOUT),
+           ("model.decoder", one_of(*decoders.REGISTRY)),
+           # every decoder's options (0: the reading decoder's default)
+           *((f"model.{name}", allowed) for name, allowed in decoders.OPTION_RANGES.items()),
            *((f"decoding.{name}", allowed) for name, allowed in decode_options.RANGES.items()),
            ("train.scst_steps", integer(0)),
            ("train.scst_batch_size", integer(0)),  # 0: train.batch_size

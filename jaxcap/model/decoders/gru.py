@@ -1,19 +1,18 @@
-"""The GRU decoders: the seed's ("gru") and the same GRU with multi-head attention ("gru_mha").
+"""The seed's GRU decoder ("gru"), and the GRU core it shares with "gru_mha" (gru_mha.py).
 
     features (B, P, D) --Dense(units, relu)--> grid (B, P, U)
     token --embed--> (U) --GRU--> h --attention(h, grid)--> context
           --residual_add(h, context)--> layer_norm --> outputs (U) --project--> logits (V)
 
 "gru" attends with `keras.layers.Attention()` (Luong dot product, unscaled, single head);
-"gru_mha" with `keras.layers.MultiHeadAttention(num_heads, key_dim)` (query = the GRU output,
-key = value = the grid), the step the course names. Everything else is shared, and so is
-the code path: `teacher_forced` is `step`'s math with a `lax.scan` over time.
+gru_mha.py supplies another attention (`attend`) to the same core. The core is one code path:
+`decode_sequence` (teacher forcing) is `decode_step`'s math with a `lax.scan` over time.
 
-The GRU's input-side matmuls do not depend on the state, so `teacher_forced` does them for
+The GRU's input-side matmuls do not depend on the state, so `decode_sequence` does them for
 all time steps in one matmul before the scan (as Keras's and cuDNN's fused GRUs do); the
 scan keeps only the state-side matmul.
 
-Parameter tree (V = vocabulary, U = units, D = encoder feature size, H heads of K)::
+Parameter tree (V = vocabulary, U = units, D = encoder feature size), `init_core`'s::
 
     {'encoder_dense': {'kernel': (D, U), 'bias': (U,)},
      'embedding': (V, U),
@@ -23,9 +22,7 @@ Parameter tree (V = vocabulary, U = units, D = encoder feature size, H heads of 
      'layer_norm': {'scale': (U,), 'bias': (U,)},
      'logits': {'kernel': (U, V), 'bias': (V,)},
      'grid_positions': (P, U),                                   # optional, `layers.project_grid`
-     'init_hidden': {'kernel': (P * U, U), 'bias': (U,)},        # optional, `initial_hidden`
-     'attention': {'query','key','value': {'kernel': (U, H, K), 'bias': (H, K)},
-                   'output': {'kernel': (H, K, U), 'bias': (U,)}}}   # gru_mha only
+     'init_hidden': {'kernel': (P * U, U), 'bias': (U,)}}        # optional, `initial_hidden`
 """
 
 from __future__ import annotations
@@ -35,11 +32,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxcap.model import layers
+from jaxcap.model.decoders import base
 
-Params = dict
+Params = base.Params
+# The seed's two options, off in its config (see `initial_hidden`, `layers.project_grid`).
+OPTIONS = {"grid_position_embedding": False, "init_hidden_from_image": False}
 
 
-def _keras_fused_init(base, gates: int = 3):
+def _keras_fused_init(initializer, gates: int = 3):
   """A Keras GRU kernel is one (in, 3*units) matrix; initialise it whole and keep one gate.
 
   Keras computes the glorot/orthogonal scale from the fused shape, so a per-gate
@@ -47,7 +47,7 @@ def _keras_fused_init(base, gates: int = 3):
   """
 
   def init(key, shape, dtype=jnp.float32):
-    fused = base(key, (shape[0], gates * shape[1]), dtype)
+    fused = initializer(key, (shape[0], gates * shape[1]), dtype)
     return fused[:, : shape[1]]
 
   return init
@@ -64,8 +64,15 @@ def _gru_cell_params(key: jax.Array, units: int) -> dict:
   return cell.init(key, zeros, zeros)["params"]
 
 
-def init(key: jax.Array, spec) -> Params:
-  """Fresh parameters with Keras's initialisers (see the module docstring for the tree)."""
+def check(spec) -> list[str]:
+  if spec.grid_position_embedding or spec.init_hidden_from_image:
+    return base.check_positions(spec, "grid_position_embedding or init_hidden_from_image")
+  return []
+
+
+def init_core(key: jax.Array, spec) -> tuple[Params, jax.Array]:
+  """Fresh GRU-core parameters with Keras's initialisers (see the module docstring for the
+  tree), and a key left for the attention's own parameters (gru_mha's)."""
   k_enc, k_emb, k_gru, k_out, k_pos, k_init, k_att = jax.random.split(key, 7)
   glorot = nn.initializers.glorot_uniform()
   u, v = spec.units, spec.vocab_size
@@ -85,9 +92,11 @@ def init(key: jax.Array, spec) -> Params:
   if spec.init_hidden_from_image:
     params["init_hidden"] = {"kernel": glorot(k_init, (spec.positions * u, u)),
                              "bias": zeros_u}
-  if spec.kind == "gru_mha":
-    params["attention"] = layers.init_attention(k_att, u, spec.num_heads, spec.head_dim)
-  return params
+  return params, k_att
+
+
+def init(key: jax.Array, spec) -> Params:
+  return init_core(key, spec)[0]
 
 
 def initial_hidden(params: Params, grid: jax.Array) -> jax.Array:
@@ -137,31 +146,24 @@ def gru_update(params: Params, hidden: jax.Array, inputs: jax.Array) -> jax.Arra
 
 
 def prepare(params: Params, spec, features: jax.Array) -> dict:
-  """Per image, once: {'grid': (B, P, U)}, plus the attention's keys and values
-  ('keys', 'values': (B, P, H, K)) for gru_mha."""
+  """Per image, once: {'grid': (B, P, U)}."""
+  del spec
   # 'grid_positions' is an option, off in the seed's config.
-  grid = layers.project_grid(params["encoder_dense"], features, params.get("grid_positions"))
-  context = {"grid": grid}
-  if spec.kind == "gru_mha":
-    context["keys"] = layers.heads(params["attention"]["key"], grid)
-    context["values"] = layers.heads(params["attention"]["value"], grid)
-  return context
+  return {"grid": layers.project_grid(params["encoder_dense"], features,
+                                     params.get("grid_positions"))}
 
 
-def attend(params: Params, spec, context: dict, query: jax.Array):
-  """GRU outputs (B, T, U) -> context vectors (B, T, U), attention over the grid (B, T, P)."""
-  if spec.kind == "gru":
-    return layers.dot_attention(query, context["grid"])
-  att = params["attention"]
-  heads_out, weights = layers.scaled_attention(
-      layers.heads(att["query"], query), context["keys"], context["values"])
-  # Figures show where the word looked: the heads' weights averaged.
-  return layers.merge_heads(att["output"], heads_out), jnp.mean(weights, axis=-3)
+def attend(params: Params, context: dict, query: jax.Array):
+  """GRU outputs (B, T, U) -> context vectors (B, T, U), attention over the grid (B, T, P):
+  the seed's single-head dot attention."""
+  del params
+  return layers.dot_attention(query, context["grid"])
 
 
-def readout(params: Params, spec, context: dict, gru_out: jax.Array):
-  """GRU outputs (B, T, U) -> outputs (B, T, U) (attention, add, LayerNorm), attention."""
-  attended, attention = attend(params, spec, context, gru_out)
+def readout(params: Params, context: dict, gru_out: jax.Array, attend_fn):
+  """GRU outputs (B, T, U) -> outputs (B, T, U) (attention, add, LayerNorm), attention.
+  `attend_fn(params, context, query)` is the decoder's attention (`attend` here)."""
+  attended, attention = attend_fn(params, context, gru_out)
   normed = layers.layer_norm(params["layer_norm"], layers.residual_add(gru_out, attended))
   return normed, attention
 
@@ -171,20 +173,16 @@ def initial_cache(params: Params, spec, context: dict, max_length: int) -> dict:
   return {"hidden": initial_hidden(params, context["grid"])}
 
 
-def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, index):
-  """One token per caption: the seed's `decoder_pred_model` (the index is not needed)."""
-  del index
+def decode_step(params: Params, context: dict, cache: dict, tokens: jax.Array, attend_fn):
+  """One token per caption: the seed's `decoder_pred_model`, with `attend_fn`'s attention."""
   hidden = gru_update(params, cache["hidden"], gru_inputs(params, tokens))
-  outputs, attention = readout(params, spec, context, hidden[:, None, :])
+  outputs, attention = readout(params, context, hidden[:, None, :], attend_fn)
   return outputs[:, 0], {"hidden": hidden}, attention[:, 0]
 
 
-def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
-                   dropout_rng=None):
-  """The seed's training model: features (B, P, D), tokens (B, T) -> outputs (B, T, U),
-  attention (B, T, P)."""
-  del dropout_rng  # the seed's GRU has no dropout
-  context = prepare(params, spec, features)
+def decode_sequence(params: Params, context: dict, tokens: jax.Array, attend_fn):
+  """The seed's training model on a prepared context: tokens (B, T) -> outputs (B, T, U),
+  attention (B, T, P), with `attend_fn`'s attention."""
   inputs = gru_inputs(params, tokens)  # (B, T, 3U): all time steps in one matmul
 
   def recur(hidden, x):
@@ -193,4 +191,20 @@ def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
 
   h0 = initial_hidden(params, context["grid"]).astype(inputs.dtype)
   _, gru_out = jax.lax.scan(recur, h0, jnp.swapaxes(inputs, 0, 1))  # (T, B, U)
-  return readout(params, spec, context, jnp.swapaxes(gru_out, 0, 1))
+  return readout(params, context, jnp.swapaxes(gru_out, 0, 1), attend_fn)
+
+
+def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, index):
+  del spec, index  # the GRU's state holds the position
+  return decode_step(params, context, cache, tokens, attend)
+
+
+def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
+                   dropout_rng=None):
+  del dropout_rng  # the seed's GRU has no dropout
+  return decode_sequence(params, prepare(params, spec, features), tokens, attend)
+
+
+def attention_description(spec) -> str:
+  del spec
+  return "attention over the grid"

@@ -37,9 +37,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxcap.model import layers
+from jaxcap.model.decoders import base
 
-Params = dict
+Params = base.Params
 EPSILON = 1e-6  # LayerNorm epsilon, as in Flax and most Transformer code
+# num_heads, key_dim (per head; 0 = U / heads), num_layers, mlp_dim (0 = 4 U), dropout.
+OPTIONS = {"num_heads": base.DEFAULT_NUM_HEADS, "key_dim": 0,
+           "num_layers": base.DEFAULT_NUM_LAYERS, "mlp_dim": 0, "dropout": 0.0}
 
 
 def _norm(u: int) -> dict:
@@ -49,6 +53,20 @@ def _norm(u: int) -> dict:
 def _dense(key, d_in: int, d_out: int) -> dict:
   return {"kernel": nn.initializers.xavier_uniform()(key, (d_in, d_out)),
           "bias": jnp.zeros((d_out,), jnp.float32)}
+
+
+def check(spec) -> list[str]:
+  p = base.check_heads(spec)
+  if spec.num_layers < 1:
+    p.append(f"model.num_layers must be >= 1, not {spec.num_layers}")
+  if not base.DROPOUT[1](spec.dropout):
+    p.append(f"model.dropout = {spec.dropout!r}: must be {base.DROPOUT[0]}")
+  return p + base.check_positions(spec, "the transformer (its grid-position embedding)")
+
+
+def attention_description(spec) -> str:
+  return (f"cross-attention of the last of {spec.num_layers} blocks, averaged over its "
+          f"{spec.num_heads} heads")
 
 
 def init(key: jax.Array, spec) -> Params:
