@@ -1,16 +1,19 @@
 """Scores captions with the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).
 
 Two uses:
-  python evaluate.py --workdir DIR --split val [--decoding beam --beam_size 3]
-      captions a split with a trained model, writes COCO-format results, and scores them;
-  python evaluate.py --annotations captions.json --results results.json
+  jaxcap evaluate [--workdir DIR | --model FILE] --split val [--decoding beam --beam_size 3]
+      captions a split with a trained model (default: workdirs/quickstart), writes
+      COCO-format results, and scores them;
+  jaxcap evaluate --annotations captions.json --results results.json
       scores any COCO-format results file against COCO-format annotations (no model).
+
+The table shows each score x100, as COCO tables do (CIDEr 88.6); --json prints the raw
+values pycocoevalcap computes (0.886).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,7 +28,11 @@ def parse_args(argv):
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--annotations", help="COCO caption annotations JSON (scoring a file)")
   p.add_argument("--results", help="COCO results JSON [{image_id, caption}] (scoring a file)")
-  p.add_argument("--workdir", help="a trained workdir (captioning a split)")
+  p.add_argument("--workdir", default=None,
+                 help=f"a trained workdir (captioning a split); default {cli.DEFAULT_WORKDIR} "
+                      "unless --annotations/--results or --model are given")
+  p.add_argument("--model", metavar="FILE", default=None,
+                 help="an exported model file (`jaxcap export`) instead of --workdir")
   cli.add_checkpoint_flag(p)
   p.add_argument("--split", default="val", choices=("val", "test"))
   p.add_argument("--limit", type=int, default=None,
@@ -43,8 +50,12 @@ def parse_args(argv):
     p.error(str(e))
   if bool(args.annotations) != bool(args.results):
     p.error("--annotations and --results go together")
-  if bool(args.workdir) == bool(args.annotations):
-    p.error("give either --workdir or --annotations/--results")
+  if args.annotations and (args.workdir or args.model):
+    p.error("give either a model (--workdir or --model) or --annotations/--results")
+  if args.workdir and args.model:
+    p.error("give --workdir or --model, not both")
+  if not args.annotations and not args.model:
+    args.workdir = args.workdir or cli.DEFAULT_WORKDIR
   if args.limit is not None and args.limit < 1:
     p.error(f"--limit must be >= 1 (the number of images to score), not {args.limit}")
   return args
@@ -75,30 +86,37 @@ def score_files(annotations: str, results: str, use_java=None) -> dict:
   return metrics.score({k: references[k] for k in candidates}, candidates, use_java=use_java)
 
 
-def caption_split(args, use_java) -> dict:
-  from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
-  from jaxcap.data import build, image_files, pipeline, sources  # pylint: disable=g-import-not-at-top
-  from jaxcap.evaluation import captioning
+def caption_split(args, use_java) -> dict | None:
+  """Captions and scores a split with the model; None if there is no model (said on
+  stderr)."""
+  from jaxcap.data import build, pipeline, sources  # pylint: disable=g-import-not-at-top
+  from jaxcap.evaluation import captioning  # pylint: disable=g-import-not-at-top
   from jaxcap.model import encoders  # pylint: disable=g-import-not-at-top
 
-  captioner = Captioner(args.workdir, args.checkpoint)
+  path = args.model or args.workdir
+  captioner = cli.load_captioner(path, "", args.checkpoint)
+  if captioner is None:
+    return None
   config = captioner.config
-  split = sources.splits(config.data, encoders.image_size(config.encoder),
-                         image_files.resize_method_of(config.encoder))[args.split]
+  if config is None:
+    raise ValueError(f"{path}: no training config in this model, so no data to evaluate on")
+  split = sources.splits(config.data, captioner.image_size,
+                         captioner.resize_method)[args.split]
   if args.limit:
     split = pipeline.Split(split.name, split.keys[:args.limit], split.captions[:args.limit],
                            split.load, split.files and split.files[:args.limit])
   feature_fn = encoders.feature_function(captioner.encoder, captioner.encoder_params)
-  feats, kept = build.split_features(config, split, feature_fn, args.workdir)
-  # Scoring defaults to greedy, whatever the config samples with.
-  options = decode_options.options_from_flags(
-      args, dataclasses.replace(captioner.options, method="greedy"))
+  # A model file keeps its features cache (data.cache) beside it.
+  folder = args.workdir or os.path.dirname(os.path.abspath(args.model))
+  feats, kept = build.split_features(config, split, feature_fn, folder)
+  options = decode_options.options_from_flags(args, captioner.options)
+  print(f"decoding: {options.describe()}", file=sys.stderr)
   data = pipeline.make_caption_set(feats, [split.captions[i] for i in kept], captioner.vocab,
                                    config.model.max_length, all_captions=False, image_rows=kept)
   scores, candidates = captioning.evaluate(captioner.params, captioner.spec, data,
                                            captioner.vocab, options, config.model.max_length,
                                            use_java=use_java)
-  output = args.output or os.path.join(args.workdir,
+  output = args.output or os.path.join(folder,
                                        f"results_{args.split}_{options.method}.json")
   with open(output, "w") as f:
     json.dump([{"image_id": split.keys[i], "caption": c} for i, c in zip(kept, candidates)], f,
@@ -114,8 +132,10 @@ def main(argv=None) -> int:
   # Warnings (METEOR unavailable, ...) as one line each on stderr.
   warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
   try:
-    if args.workdir:
+    if not args.annotations:
       scores = caption_split(args, use_java)
+      if scores is None:
+        return 1
     else:
       scores = score_files(args.annotations, args.results, use_java)
   except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -72,7 +72,8 @@ def init_distributed():
                              num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
 
 
-def main(argv):
+def run(argv):
+  """absl's main: trains by FLAGS."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # jaxcap's warnings: skipped images, ...
@@ -97,5 +98,11 @@ def main(argv):
   print("final:", " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
+def main(argv=None):
+  """`jaxcap train ARGS` (argv: ARGS) or train.py (argv None: sys.argv); exits."""
+  app.run(run, argv=None if argv is None else [sys.argv[0]] + list(argv),
+          flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  main()
