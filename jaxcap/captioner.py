@@ -301,8 +301,8 @@ class Captioner:
                        "in [0, 1]")
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
-      raise ValueError(f"got {given} with values {low:g}..{high:g}; float pixels must be in "
-                       "[0, 1] (divide 0..255 values by 255, or pass uint8)")
+      raise ValueError(f"got {given} with values {low:g}..{high:g}; accepted: float pixels "
+                       "in [0, 1] (divide 0..255 values by 255, or pass uint8)")
     return array
 
   def _prepare_array(self, array: np.ndarray) -> np.ndarray:
