@@ -39,8 +39,8 @@ def files(tmp_path_factory):
 
 def same(a: Caption, b: Caption):
   assert a.text == b.text and a.words == b.words
-  assert a.log_prob == pytest.approx(b.log_prob, abs=1e-5)
-  np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
+  assert a.log_prob == pytest.approx(b.log_prob, abs=1e-4)  # batch sizes: float noise
+  np.testing.assert_allclose(a.attention, b.attention, atol=1e-4)
 
 
 def test_one_path_gives_one_caption(captioner, files):
