@@ -54,6 +54,7 @@ def test_one_path_gives_one_caption(captioner, files):
   assert result.log_prob < 0
 
 
+@pytest.mark.slow
 def test_every_form_captions_as_the_path(captioner, files):
   by_path = [captioner.caption(path) for path in files]
   assert len({r.log_prob for r in by_path}) > 1  # the images do differ for this model
@@ -103,6 +104,7 @@ def test_a_float_image_at_the_model_size_is_used_as_it_is(captioner, files):
   same(results[1], captioner.caption(files[1]))
 
 
+@pytest.mark.slow
 def test_greedy_needs_no_key_and_sampling_takes_a_seed(captioner, files):
   assert captioner.options.method == "greedy"
   one = captioner.caption(files[0], method="sample", seed=1, top_k=0)
@@ -115,6 +117,7 @@ def test_greedy_needs_no_key_and_sampling_takes_a_seed(captioner, files):
     captioner.caption(files[0], temprature=0.5)
 
 
+@pytest.mark.slow
 def test_new_batch_sizes_reuse_the_compiled_sizes(captioner, files):
   arrays = [np.asarray(PIL.Image.open(p).convert("RGB")) for p in files]
   captioner.caption(arrays[:3])  # compiles size 4
