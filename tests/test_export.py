@@ -33,7 +33,9 @@ def images(tmp_path_factory):
 
 
 def test_export_then_load_without_the_workdir(trained, images, tmp_path):
-  paths = sorted(str(p) for p in images.rglob("*.png"))
+  # A folder's own files first, then its subfolders', each sorted.
+  paths = [str(p) for folder in (images, images / "nested")
+           for p in sorted(folder.glob("*.png"))]
   from_workdir = Captioner.load(trained)
   expected = from_workdir.caption(paths)
   model = tmp_path / "tiny.jaxcap"
