@@ -120,7 +120,7 @@ def model_costs(workdir: str, paths: list[str], quick: bool) -> dict:
   from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
   from jaxcap.decoding.options import DecodeOptions  # pylint: disable=g-import-not-at-top
   from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
-  captioner = Captioner(workdir)
+  captioner = Captioner.load(workdir)
   batch = np.stack([captioner.load_image(path) for path in paths[:16]])
   cases = {"batch 1": (1, 4), "batch 16, encoder on chunks of 4": (16, 4),
            "batch 16, encoder on all 16": (16, 0)}

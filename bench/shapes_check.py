@@ -81,11 +81,9 @@ def main(argv=None) -> int:
   p.add_argument("--show_errors", action="store_true")
   decode_options.add_flags(p)
   args = p.parse_args(argv)
-  import jax  # pylint: disable=g-import-not-at-top
+  from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
 
-  from jaxcap import captioner, decoding  # pylint: disable=g-import-not-at-top
-
-  captioner = captioner.Captioner(args.workdir, args.checkpoint)
+  captioner = Captioner.load(args.workdir, args.checkpoint or "auto")
   default = decode_options.DecodeOptions("greedy")  # exact match is a greedy measure
   options = decode_options.options_from_flags(args, default)
   rng = np.random.default_rng(args.scenes_seed)
@@ -94,13 +92,7 @@ def main(argv=None) -> int:
     paths = [os.path.join(folder, f"{i}.png") for i in range(len(scenes))]
     for path, (image, _) in zip(paths, scenes):
       image.save(path)
-    images = np.stack([captioner.load_image(path) for path in paths])
-  captions = []
-  for start in range(0, len(images), 64):
-    chunk = images[start:start + 64]
-    batch = decoding.pad_rows(chunk, decoding.batch_size_bucket(len(chunk), 64))
-    out, _, _ = captioner.caption(batch, jax.random.key(start), options)
-    captions.extend(out[:len(chunk)])
+    captions = [result.text for result in captioner.caption(paths, options)]
   hits = [c == truth for c, (_, truth) in zip(captions, scenes)]
   if args.show_errors:
     for c, (_, truth), ok in zip(captions, scenes, hits):

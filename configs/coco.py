@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.scst_temperature = 1.0
   config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
-  config.decoding.method = "sample"  # the seed: top-10 sampling at temperature 1
+  config.decoding.method = "greedy"  # the tools' default; the seed sampled (top-10, T = 1)
   config.decoding.top_k = 10
   config.decoding.temperature = 1.0
   return config

@@ -85,10 +85,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.scst_temperature = 1.0
   config.train.scst_top_k = 0  # 0: sample from the whole vocabulary
 
-  # How sample.py and the Captioner pick words unless told otherwise (validation during
-  # training is always greedy). method: "greedy", "sample" or "beam".
+  # The settings of each decoding method. Every tool (sample, evaluate, serve, the page,
+  # Captioner.caption) decodes greedily unless asked for "sample" or "beam"; validation during
+  # training is always greedy.
   config.decoding = ml_collections.ConfigDict()
-  config.decoding.method = "sample"
+  config.decoding.method = "greedy"
   config.decoding.top_k = 10  # the seed keeps the 10 largest logits and samples among them
   config.decoding.temperature = 1.0
   config.decoding.beam_size = 3

@@ -2,7 +2,7 @@
 
 The public surface (each name loads on first use, so `import jaxcap` stays cheap):
 
-    Captioner        a trained model: load a workdir, caption images
+    Captioner        a trained model: load a workdir or an exported file, caption images
     DecodeOptions    greedy | sample | beam, and their settings
     DecoderSpec      what a decoder is (kind and sizes); saved with every checkpoint
     decoders         the decoder functions: init, teacher_forced, prepare, step, project

@@ -1,5 +1,6 @@
-"""What the command lines share (sample.py, serve.py, evaluate.py): the compile cache, the
---checkpoint flag and model loading.
+"""The `jaxcap` command (`main`: train, sample, evaluate, serve, export; each is a module of
+`jaxcap.commands`), and what the tools share: the compile cache, the --checkpoint flag and
+model loading.
 
 Importing this module is cheap (no JAX), so a tool can use `CACHE_DIR` as a flag default
 and still answer --help at once.
@@ -11,6 +12,14 @@ import argparse
 import os
 import sys
 
+DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
+COMMANDS = {
+    "train": "train (or resume) a captioner in a workdir",
+    "sample": "caption image files and folders with a trained model",
+    "evaluate": "score a split (or a COCO results file) with BLEU, METEOR, ROUGE-L, CIDEr",
+    "serve": "serve a model over HTTP, with a page to drop images on",
+    "export": "write a workdir's model to one file that Captioner.load and --model read",
+}
 CACHE_DIR = os.environ.get("JAXCAP_CACHE_DIR",
                            os.path.join(os.path.expanduser("~"), ".cache", "jaxcap"))
 CACHE_HELP = ("JAX's persistent compilation cache (also $JAXCAP_CACHE_DIR); a second run with "
@@ -44,16 +53,38 @@ def _checkpoint_choice(text: str) -> str | int | None:
   raise argparse.ArgumentTypeError(f"{text!r}: use auto, best, latest or a step number")
 
 
-def load_captioner(workdir: str, cache_dir: str, checkpoint: str | int | None = None):
-  """The workdir's `Captioner` (from `checkpoint`: see inference.restore_params), with orbax
-  quiet and the compile cache on; None (after one `error:` line on stderr) when there is no
-  usable model there."""
+def load_captioner(path: str, cache_dir: str, checkpoint: str | int | None = None):
+  """The `Captioner` of a workdir or an exported model file (`checkpoint`: see
+  `captioner.restore_params`), with the compile cache on; None (after one `error:` line on
+  stderr) when there is no usable model there. Says the model card's summary on stderr."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # orbax's notes would drown the output
   enable_cache(cache_dir)
   from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
   try:
-    return Captioner(workdir, checkpoint)
+    captioner = Captioner.load(path, "auto" if checkpoint is None else checkpoint)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return None
+  if captioner.summary:
+    print(f"model: {captioner.summary}", file=sys.stderr)
+  return captioner
+
+
+def main(argv=None) -> int:
+  """`jaxcap COMMAND ARGS`: runs `jaxcap.commands.COMMAND.main(ARGS)`."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  usage = "usage: jaxcap {" + ",".join(COMMANDS) + "} [--help] ..."
+  if not argv or argv[0] in ("-h", "--help"):
+    print(f"{usage}\n\nImage captioning in JAX/Flax.\n\ncommands:")
+    for name, what in COMMANDS.items():
+      print(f"  {name:<9} {what}")
+    print("\n`jaxcap COMMAND --help` lists a command's options.")
+    return 0 if argv else 2
+  if argv[0] not in COMMANDS:
+    print(f"{usage}\njaxcap: error: unknown command {argv[0]!r}; choose one of "
+          f"{', '.join(COMMANDS)}", file=sys.stderr)
+    return 2
+  import importlib  # pylint: disable=g-import-not-at-top
+  sys.argv[0] = f"jaxcap {argv[0]}"  # what the command's --help and errors call it
+  return importlib.import_module(f"jaxcap.commands.{argv[0]}").main(argv[1:]) or 0

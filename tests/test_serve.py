@@ -18,7 +18,6 @@ import time
 import zlib
 
 import httpx2 as httpx
-import jax
 import numpy as np
 import PIL.Image
 import pytest
@@ -45,7 +44,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def captioner(workdir):
-  return Captioner(workdir)
+  return Captioner.load(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +53,7 @@ def examples(tmp_path_factory, captioner):
   folder = tmp_path_factory.mktemp("shapes")
   rows = []
   for path, _ in shapes.write_examples(folder, seed=5, start=0, count=6):
-    image = captioner.load_image(path)
-    captions, _, _ = captioner.caption(image[None], jax.random.key(0), DecodeOptions())
-    rows.append((str(path), open(path, "rb").read(), captions[0]))
+    rows.append((str(path), open(path, "rb").read(), captioner.caption(path).text))
   return rows
 
 
@@ -89,23 +86,21 @@ def test_caption_matches_the_model_called_directly(client, captioner, examples):
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-3)  # softmax rows
     assert body["decoding"] == {"method": "greedy"}
   # The attention is the model's own, not any (B, L, P) array.
-  image = captioner.load_image(examples[0][0])
-  _, words, attention = captioner.caption(image[None], jax.random.key(0), DecodeOptions())
+  expected = captioner.caption(examples[0][0])
   answer = post_file(client, examples[0][1]).json()
-  np.testing.assert_allclose(answer["attention"], attention[0, :len(words[0])], atol=1e-4)
+  np.testing.assert_allclose(answer["attention"], expected.attention, atol=1e-4)
 
 
 def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples):
   images = np.stack([captioner.load_image(e[0]) for e in examples[:5]])
-  reference = [captioner.caption(image[None], jax.random.key(0), DecodeOptions())
-               for image in images]
+  reference = [captioner.caption(image) for image in images]
   for chunk in (4, 0):  # 5 images: encoder chunks of 4 + 1 (padded to 1), or all padded to 8
     captions, words, attention = serve.caption_batch(captioner, images, DecodeOptions(),
                                                      (1, 4, 8), encode_chunk=chunk)
-    assert captions == [r[0][0] for r in reference] == [e[2] for e in examples[:5]]
-    assert words == [r[1][0] for r in reference] and attention.shape[0] == 5
-    np.testing.assert_allclose(attention, np.concatenate([r[2] for r in reference]),
-                               atol=1e-5)
+    assert captions == [r.text for r in reference] == [e[2] for e in examples[:5]]
+    assert words == [r.words for r in reference] and attention.shape[0] == 5
+    for row, r in zip(attention, reference):
+      np.testing.assert_allclose(row[:len(r.words)], r.attention, atol=1e-5)
 
 
 def test_several_files_in_order_and_raw_body(client, examples):

@@ -66,6 +66,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img.convert("RGB")
 
 
+def from_pil(img: Image.Image) -> np.ndarray:
+  """A Pillow image -> uint8 (H, W, 3), as `load_rgb` reads files: upright per its EXIF
+  orientation, transparency over white. Raises ValueError for a mode Pillow cannot convert."""
+  return np.asarray(_to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8)
+
+
 def load_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
   """Decodes an image file fully -> uint8 (H, W, 3), upright per its EXIF orientation.
 

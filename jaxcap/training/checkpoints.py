@@ -110,6 +110,12 @@ def _drop_unretrieved_tensorstore_errors(record: logging.LogRecord) -> bool:
               and error is not None and "tensorstore_spec" in str(error))
 
 
+def _drop_read_only_note(record: logging.LogRecord) -> bool:
+  """Orbax notes every read-only manager ("Given directory is read only=..."): a reader of
+  a workdir opens two per load, and the note says nothing the reader does not know."""
+  return record.msg != "Given directory is read only=%s"
+
+
 class Checkpoints:
   """Save / restore / resume for one workdir.
 
@@ -120,17 +126,22 @@ class Checkpoints:
   def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3, read_only=False,
                kind: str = LATEST):
     self.directory = os.path.join(os.path.abspath(workdir), kind)
+    if read_only and _drop_read_only_note not in logging.getLogger("absl").filters:
+      logging.getLogger("absl").addFilter(_drop_read_only_note)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-            cleanup_tmp_directories=not read_only,
+            # Read-only: the options orbax would otherwise reset itself, with one absl
+            # warning each (eight on every load).
+            max_to_keep=None if read_only else max_to_keep, create=not read_only,
+            read_only=read_only, cleanup_tmp_directories=not read_only,
+            save_interval_steps=0 if read_only else 1,
             # Orbax names its cross-process barriers after the step; without a prefix, the
             # LATEST and BEST managers saving the same step in a multi-host run share a
             # barrier and abort ("Barrier _async_commit_complete.6 is already ongoing").
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 barrier_sync_key_prefix=kind),
-            todelete_subdir=_DELETING,
+            todelete_subdir=None if read_only else _DELETING,
             temporary_path_class=(_RenameWithFaultPoints if os.environ.get(faults.ENV)
                                   else None)),
     )
