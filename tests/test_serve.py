@@ -6,6 +6,7 @@ workdir instead, and $JAXCAP_SERVE_SCREENSHOT keeps the browser test's screensho
 """
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import shutil
@@ -63,8 +64,25 @@ def examples(tmp_path_factory, captioner):
 @pytest.fixture(scope="module")
 def client(captioner):
   app = serve.make_app(captioner, batch_sizes=SIZES, max_upload_mb=1)
-  with TestClient(app) as c:
+  with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server answers
     yield c
+
+
+@contextlib.contextmanager
+def no_compiles():
+  """Fails unless nothing is traced or compiled inside (jax.monitoring's compile events)."""
+  events = []
+
+  def listen(event, duration, **_):
+    if event.startswith("/jax/core/compile/") or event.startswith("/jax/compilation_cache/"):
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert not events, events
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +127,14 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
-  compiled_programs = lambda: (serve._extract_features._cache_size(),  # noqa: E731
-                               serve.decoding.decode_jit._cache_size())
-  compiled = compiled_programs()
-  for count in (2, 3, len(examples)):  # start-up compiled every shape these need
-    files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
-             enumerate(examples[:count])]
-    answer = client.post("/caption", files=files)
-    assert answer.status_code == 200, answer.text
-    assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
-    assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
-  assert compiled_programs() == compiled
+  with no_compiles():  # start-up compiled every shape these need
+    for count in (2, 3, len(examples)):
+      files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
+               enumerate(examples[:count])]
+      answer = client.post("/caption", files=files)
+      assert answer.status_code == 200, answer.text
+      assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
+      assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
   for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
     raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
     assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
@@ -143,14 +158,26 @@ def test_decoding_options_reach_the_model(client, examples):
   hot = {"method": "sample", "top_k": "0", "temperature": "10"}
   caption = lambda **params: client.post(  # noqa: E731
       "/caption", params=params, files={"image": ("a.png", data)}).json()["caption"]
-  seen = {caption(**hot, seed="0")}
-  compiled = serve.decoding.decode_jit._cache_size()
-  seen |= {caption(**hot, seed=str(s)) for s in range(1, 5)}
-  assert len(seen) > 1 and {caption(**hot, seed="1") for _ in range(2)} == {caption(**hot,
-                                                                                  seed="1")}
-  answer = post_file(client, data, top_k="5", beam_size="4", seed="9").json()
-  assert answer["decoding"] == {"method": "greedy"} and answer["caption"] == greedy
-  assert serve.decoding.decode_jit._cache_size() == compiled
+  with no_compiles():
+    seen = {caption(**hot, seed=str(s)) for s in range(5)}
+    assert len(seen) > 1 and {caption(**hot, seed="1") for _ in range(2)} == {
+        caption(**hot, seed="1")}
+    answer = post_file(client, data, top_k="5", beam_size="4", seed="9").json()
+    assert answer["decoding"] == {"method": "greedy"} and answer["caption"] == greedy
+
+
+def test_fifty_new_option_values_compile_nothing(client, examples):
+  """Temperatures, top_k values, alphas and seeds are data to the compiled loops, which
+  start-up compiled (sampling, and beam search at its default size)."""
+  data = examples[1][1]
+  rng = np.random.default_rng(0)
+  with no_compiles():
+    for i in range(50):
+      fields = ({"method": "sample", "temperature": f"{rng.uniform(0.05, 10):.4f}",
+                 "top_k": str(rng.integers(0, 16)), "seed": str(rng.integers(2**31))}
+                if i % 2 else {"method": "beam", "alpha": f"{rng.uniform(0, 2):.4f}"})
+      answer = post_file(client, data, **fields)
+      assert answer.status_code == 200, answer.text
 
 
 def png_header(width, height):
@@ -172,8 +199,9 @@ def bad_requests(good_png):
       ("empty file", files(b""), 400, "empty"),
       ("truncated", files(good_png[:len(good_png) // 2]), 400, "truncated"),
       # Between Pillow's warning and error limits, and past its error limit.
-      ("bomb (warning)", files(png_header(10_000, 10_000)), 400, "too large"),
-      ("bomb (error)", files(png_header(30_000, 30_000)), 400, "too large"),
+      ("bomb (warning)", files(png_header(10_000, 10_000)), 413, "10000x10000"),
+      ("bomb (error)", files(png_header(30_000, 30_000)), 413, "too large"),
+      ("over the pixel budget", files(png_header(5_000, 4_000)), 413, "5000x4000"),
       ("over the upload limit", files(over_limit), 413, "limit"),
       ("over the limit, no length", {"content": iter([over_limit[:600_000]] * 2),
                                      "headers": {"content-type": "image/png"}}, 413, "limit"),
@@ -197,6 +225,28 @@ def bad_requests(good_png):
        "beam_size"),
       ("broken multipart", {"content": b"--xyz\r\nnonsense", "headers": {
           "content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
+      ("no closing boundary", {"content": b'--xyz\r\nContent-Disposition: form-data; '
+                               b'name="image"; filename="a.png"\r\n\r\n' + good_png,
+                               "headers": {"content-type": "multipart/form-data; boundary=xyz"}},
+       400, "closing boundary"),
+      ("a file under another field", {"files": [("image", ("x.png", good_png)),
+                                                ("picture", ("y.png", good_png))]}, 400,
+       "'picture' holds a file"),
+      ("a field twice", {**files(good_png), "data": {"seed": "1"}, "params": {"seed": "2"}},
+       400, "'seed' given more than once"),
+      ("a 400-digit seed", {**files(good_png), "data": {"method": "sample", "seed": "9" * 400}},
+       400, "seed"),
+      ("a 400-digit top_k", {**files(good_png), "data": {"top_k": "9" * 400}}, 400, "top_k"),
+      ("a 400-digit beam", {**files(good_png), "data": {"beam_size": "9" * 400}}, 400,
+       "beam_size"),
+      ("fullwidth digits", {**files(good_png), "data": {"seed": "\uff11\uff12"}}, 400,
+       "seed"),
+      ("underscores", {**files(good_png), "data": {"top_k": "1_0"}}, 400, "top_k"),
+      ("temperature inf", {**files(good_png), "data": {"temperature": "inf"}}, 400,
+       "temperature"),
+      ("temperature 1e999", {**files(good_png), "data": {"temperature": "1e999"}}, 400,
+       "temperature"),
+      ("negative seed", {**files(good_png), "data": {"seed": "-1"}}, 400, "seed"),
   ]
 
 
@@ -207,8 +257,10 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(client, examples
     answer = client.post("/caption", **kwargs)
     assert answer.status_code == status, (what, answer.status_code, answer.text)
     assert words in answer.json()["error"], (what, answer.json())
-  assert client.get("/caption").status_code == 405
-  assert "error" in client.get("/nothing").json()
+  for path, status in (("/caption", 405), ("/nothing", 404)):
+    answer = client.get(path)
+    assert answer.status_code == status and "POST /caption" in answer.json()["hint"]
+    assert path in answer.json()["error"]
   assert client.get("/health").status_code == 200
   assert post_file(client, good_png).json()["caption"] == examples[0][2]
 
