@@ -208,7 +208,9 @@ def bad_requests(good_png):
       ("over the upload limit", files(over_limit), 413, "limit"),
       ("over the limit, no length", {"content": iter([over_limit[:600_000]] * 2),
                                      "headers": {"content-type": "image/png"}}, 413, "limit"),
-      ("missing field", {"files": {"picture": ("x.png", good_png)}}, 400, "missing field"),
+      ("missing field", {"files": {"seed": (None, "1")}}, 400, "missing field"),
+      ("a file, but not as image", {"files": {"picture": ("x.png", good_png)}}, 400,
+       "'picture' holds a file"),
       ("text instead of a file", {"data": {"image": "x"}, "files": {"other": b"y"}}, 400,
        "must be a file"),
       ("no body", {}, 400, "missing image"),
@@ -592,7 +594,7 @@ def fuzz_request(rng, png):
                     {"host": pick(FUZZ_VALUES) or "x"}, {"host": "127.0.0.1:" + "9" * 30},
                     {"accept": "*/*" * 100}, {"content-encoding": "gzip"}])
     kwargs = {"content": png, "headers": {"content-type": "image/png", **headers}}
-    kwargs["headers"] = {k: v.encode("utf-8", "replace").decode("latin-1")
+    kwargs["headers"] = {k: v.encode("utf-8", "replace")  # raw bytes, any of them
                          for k, v in kwargs["headers"].items()}
   elif kind == 4:  # corrupted image bytes
     data = bytearray(png)
