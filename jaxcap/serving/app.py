@@ -124,7 +124,9 @@ def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
   The encoder runs on the same padded batch, or with `encode_chunk` > 0 on chunks of that
   many real images (a short last chunk padded to a power of two); see
   `default_encode_chunk`. The encoder and the decoding loop compile apart (unlike
-  `Captioner.caption`), so new decoding options compile only the small decoding loop.
+  `Captioner.caption`): the loop once per method (and beam size); temperatures, top_k
+  values, alphas and seeds are data to it. The lead may switch this to the Captioner's
+  batch API; it is the one place that calls the model.
   """
   count = images.shape[0]
   size = bucket(count, sizes) if sizes else count
