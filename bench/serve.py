@@ -12,6 +12,14 @@ this process without HTTP, the model call alone (`serve.caption_batch`) per imag
     python bench/serve.py --workdir workdirs/quickstart [--quick]
 
 Writes bench/serve.md and bench/serve.json, and replaces the table in docs/benchmarks.md.
+
+    python bench/serve.py --workdir W --option_churn [--before OLD_CHECKOUT]
+
+measures instead greedy latency while another client keeps sending new decoding option
+values (a new sampling temperature or top_k, or a new beam alpha, every request): with the
+options as data nothing compiles, where before each new value compiled on the model thread.
+`--before` names a checkout of an earlier jaxcap (e.g. `git archive cdc158e | tar -x -C
+DIR`) whose serve.py runs alongside, in alternating rounds. Writes bench/serve_options.md.
 """
 
 from __future__ import annotations
@@ -113,6 +121,92 @@ def measure(urls: dict, images: list[bytes], clients: int, requests: int, rounds
   return results
 
 
+async def _churn(url: str, images: list[bytes], seconds: float, clients: int, counter):
+  """`clients` greedy clients and one client sending a new option value each request, for
+  `seconds` -> (greedy latencies, churn latencies)."""
+  greedy, churn = [], []
+  deadline = time.perf_counter() + seconds
+
+  async def post(http, fields, out):
+    start = time.perf_counter()
+    answer = await http.post("/caption", data=fields, files={
+        "image": ("x.png", images[len(out) % len(images)], "image/png")})
+    if answer.status_code != 200:
+      raise RuntimeError(f"{answer.status_code}: {answer.text}")
+    out.append(time.perf_counter() - start)
+
+  async def greedy_client():
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+      while time.perf_counter() < deadline:
+        await post(http, {}, greedy)
+
+  async def churn_client():
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+      while time.perf_counter() < deadline:
+        i = next(counter)  # never the same value twice, in any round or server
+        fields = [{"method": "sample", "temperature": f"{1 + i / 1000:.3f}", "seed": str(i)},
+                  {"method": "sample", "top_k": str(1 + i % 12), "temperature": "0.9"},
+                  {"method": "beam", "alpha": f"{i / 1000:.3f}"}][i % 3]
+        await post(http, fields, churn)
+
+  await asyncio.gather(churn_client(), *(greedy_client() for _ in range(clients)))
+  return greedy, churn
+
+
+def option_churn(args, images: list[bytes], folder: str) -> int:
+  """Greedy p50/p99 while new option values arrive, this serve.py vs `--before`'s."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  roots = {"after (options as data)": common.ROOT}
+  if args.before:
+    roots = {"before (options static)": os.path.abspath(args.before), **roots}
+  seconds, rounds = (10, 2) if args.quick else (20, 3)
+  counter = itertools.count(1)
+  load = common.CpuLoad()
+  procs, urls = [], {}
+  out = {name: {"greedy": [], "churn": []} for name in roots}
+  with open(os.path.join(folder, "servers.log"), "w") as log:
+    try:
+      for name, root in roots.items():
+        port = _free_port()
+        procs.append(subprocess.Popen(  # a fresh compile cache: no value compiled before
+            [sys.executable, os.path.join(root, "serve.py"), "--workdir", args.workdir,
+             "--port", str(port), "--batch_sizes", "1,4,8", "--cache_dir",
+             tempfile.mkdtemp(prefix="cache_", dir=folder)], cwd=root,
+            env={**os.environ, "PYTHONPATH": root}, stdout=log, stderr=subprocess.STDOUT))
+        urls[name] = f"http://127.0.0.1:{port}"
+      for proc, url in zip(procs, urls.values()):
+        wait_healthy(proc, url)
+      for _ in range(rounds):
+        for name, url in urls.items():
+          greedy, churn = asyncio.run(_churn(url, images, seconds, 2, counter))
+          out[name]["greedy"] += greedy
+          out[name]["churn"] += churn
+    finally:
+      for proc in procs:
+        proc.terminate()
+        proc.wait(60)
+  others = load.others()
+  lines = [f"Machine: {common.machine()}; other processes used "
+           f"{'?' if others is None else f'{others:.0%}'} of its CPU during the run (a "
+           f"loaded machine). Command: `python bench/serve.py --workdir {args.workdir} "
+           f"--option_churn{' --before ' + args.before if args.before else ''}"
+           f"{' --quick' if args.quick else ''}`: 2 greedy clients and 1 client sending a new "
+           f"sampling temperature, top_k or beam alpha with every request, {rounds} rounds "
+           f"of {seconds} s per server, alternating.", "",
+           "| server | greedy p50 | greedy p99 | greedy requests | new-value requests | "
+           "their p50 | their p99 |", "|---|---|---|---|---|---|---|"]
+  for name, o in out.items():
+    q = lambda xs, p: 1000 * statistics.quantiles(xs, n=100, method="inclusive")[p - 1]  # noqa: E731
+    lines.append(f"| {name} | {q(o['greedy'], 50):.0f} ms | {q(o['greedy'], 99):.0f} ms | "
+                 f"{len(o['greedy'])} | {len(o['churn'])} | {q(o['churn'], 50):.0f} ms | "
+                 f"{q(o['churn'], 99):.0f} ms |")
+  text = "\n".join(lines) + "\n"
+  print("\n" + text)
+  with open(os.path.join(args.out, "serve_options.md"), "w") as f:
+    f.write(text)
+  return 0
+
+
 def model_costs(workdir: str, paths: list[str], quick: bool) -> dict:
   """Milliseconds per image of the model call alone, timed in alternating rounds."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -153,10 +247,16 @@ def main(argv=None) -> int:
   p.add_argument("--doc", default=common.DOC,
                  help="markdown file whose bench/serve.py section gets this run's table "
                       "('' to leave it alone)")
+  p.add_argument("--option_churn", action="store_true",
+                 help="greedy latency while new option values arrive (serve_options.md)")
+  p.add_argument("--before", default=None,
+                 help="with --option_churn: a checkout of an earlier jaxcap to compare")
   args = p.parse_args(argv)
   folder = tempfile.mkdtemp(prefix="jaxcap_bench_serve_")
   paths = [str(path) for path, _ in shapes.write_examples(folder, seed=7, start=0, count=32)]
   images = [open(path, "rb").read() for path in paths]
+  if args.option_churn:
+    return option_churn(args, images, folder)
   load = common.CpuLoad()
   started = time.perf_counter()
   procs, urls = [], {}

@@ -5,9 +5,13 @@ workdir instead, and $JAXCAP_SERVE_SCREENSHOT keeps the browser test's screensho
 (the README's docs/serve.png comes from the quickstart model that way).
 """
 
+import collections
 import concurrent.futures
+import contextlib
 import io
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,8 +64,25 @@ def examples(tmp_path_factory, captioner):
 @pytest.fixture(scope="module")
 def client(captioner):
   app = serve.make_app(captioner, batch_sizes=SIZES, max_upload_mb=1)
-  with TestClient(app) as c:
+  with TestClient(app, base_url="http://127.0.0.1") as c:  # a Host the server answers
     yield c
+
+
+@contextlib.contextmanager
+def no_compiles():
+  """Fails unless nothing is traced or compiled inside (jax.monitoring's compile events)."""
+  events = []
+
+  def listen(event, duration, **_):
+    if event.startswith("/jax/core/compile/") or event.startswith("/jax/compilation_cache/"):
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert not events, events
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +125,14 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
-  compiled_programs = lambda: (serve._extract_features._cache_size(),  # noqa: E731
-                               serve.decoding.decode_jit._cache_size())
-  compiled = compiled_programs()
-  for count in (2, 3, len(examples)):  # start-up compiled every shape these need
-    files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
-             enumerate(examples[:count])]
-    answer = client.post("/caption", files=files)
-    assert answer.status_code == 200, answer.text
-    assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
-    assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
-  assert compiled_programs() == compiled
+  with no_compiles():  # start-up compiled every shape these need
+    for count in (2, 3, len(examples)):
+      files = [("image", (f"{i}.png", data, "image/png")) for i, (_, data, _) in
+               enumerate(examples[:count])]
+      answer = client.post("/caption", files=files)
+      assert answer.status_code == 200, answer.text
+      assert [r["caption"] for r in answer.json()] == [e[2] for e in examples[:count]]
+      assert [r["name"] for r in answer.json()] == [f"{i}.png" for i in range(count)]
   for kind in ("image/png", "application/x-www-form-urlencoded"):  # the latter: curl -d
     raw = client.post("/caption", content=examples[1][1], headers={"content-type": kind})
     assert raw.status_code == 200 and raw.json()["caption"] == examples[1][2]
@@ -138,14 +156,26 @@ def test_decoding_options_reach_the_model(client, examples):
   hot = {"method": "sample", "top_k": "0", "temperature": "10"}
   caption = lambda **params: client.post(  # noqa: E731
       "/caption", params=params, files={"image": ("a.png", data)}).json()["caption"]
-  seen = {caption(**hot, seed="0")}
-  compiled = serve.decoding.decode_jit._cache_size()
-  seen |= {caption(**hot, seed=str(s)) for s in range(1, 5)}
-  assert len(seen) > 1 and {caption(**hot, seed="1") for _ in range(2)} == {caption(**hot,
-                                                                                  seed="1")}
-  answer = post_file(client, data, top_k="5", beam_size="4", seed="9").json()
-  assert answer["decoding"] == {"method": "greedy"} and answer["caption"] == greedy
-  assert serve.decoding.decode_jit._cache_size() == compiled
+  with no_compiles():
+    seen = {caption(**hot, seed=str(s)) for s in range(5)}
+    assert len(seen) > 1 and {caption(**hot, seed="1") for _ in range(2)} == {
+        caption(**hot, seed="1")}
+    answer = post_file(client, data, top_k="5", beam_size="4", seed="9").json()
+    assert answer["decoding"] == {"method": "greedy"} and answer["caption"] == greedy
+
+
+def test_fifty_new_option_values_compile_nothing(client, examples):
+  """Temperatures, top_k values, alphas and seeds are data to the compiled loops, which
+  start-up compiled (sampling, and beam search at its default size)."""
+  data = examples[1][1]
+  rng = np.random.default_rng(0)
+  with no_compiles():
+    for i in range(50):
+      fields = ({"method": "sample", "temperature": f"{rng.uniform(0.05, 10):.4f}",
+                 "top_k": str(rng.integers(0, 16)), "seed": str(rng.integers(2**31))}
+                if i % 2 else {"method": "beam", "alpha": f"{rng.uniform(0, 2):.4f}"})
+      answer = post_file(client, data, **fields)
+      assert answer.status_code == 200, answer.text
 
 
 def png_header(width, height):
@@ -167,12 +197,15 @@ def bad_requests(good_png):
       ("empty file", files(b""), 400, "empty"),
       ("truncated", files(good_png[:len(good_png) // 2]), 400, "truncated"),
       # Between Pillow's warning and error limits, and past its error limit.
-      ("bomb (warning)", files(png_header(10_000, 10_000)), 400, "too large"),
-      ("bomb (error)", files(png_header(30_000, 30_000)), 400, "too large"),
+      ("bomb (warning)", files(png_header(10_000, 10_000)), 413, "10000x10000"),
+      ("bomb (error)", files(png_header(30_000, 30_000)), 413, "too large"),
+      ("over the pixel budget", files(png_header(5_000, 4_000)), 413, "5000x4000"),
       ("over the upload limit", files(over_limit), 413, "limit"),
       ("over the limit, no length", {"content": iter([over_limit[:600_000]] * 2),
                                      "headers": {"content-type": "image/png"}}, 413, "limit"),
-      ("missing field", {"files": {"picture": ("x.png", good_png)}}, 400, "missing field"),
+      ("missing field", {"files": {"seed": (None, "1")}}, 400, "missing field"),
+      ("a file, but not as image", {"files": {"picture": ("x.png", good_png)}}, 400,
+       "'picture' holds a file"),
       ("text instead of a file", {"data": {"image": "x"}, "files": {"other": b"y"}}, 400,
        "must be a file"),
       ("no body", {}, 400, "missing image"),
@@ -192,6 +225,28 @@ def bad_requests(good_png):
        "beam_size"),
       ("broken multipart", {"content": b"--xyz\r\nnonsense", "headers": {
           "content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
+      ("no closing boundary", {"content": b'--xyz\r\nContent-Disposition: form-data; '
+                               b'name="image"; filename="a.png"\r\n\r\n' + good_png,
+                               "headers": {"content-type": "multipart/form-data; boundary=xyz"}},
+       400, "closing boundary"),
+      ("a file under another field", {"files": [("image", ("x.png", good_png)),
+                                                ("picture", ("y.png", good_png))]}, 400,
+       "'picture' holds a file"),
+      ("a field twice", {**files(good_png), "data": {"seed": "1"}, "params": {"seed": "2"}},
+       400, "'seed' given more than once"),
+      ("a 400-digit seed", {**files(good_png), "data": {"method": "sample", "seed": "9" * 400}},
+       400, "seed"),
+      ("a 400-digit top_k", {**files(good_png), "data": {"top_k": "9" * 400}}, 400, "top_k"),
+      ("a 400-digit beam", {**files(good_png), "data": {"beam_size": "9" * 400}}, 400,
+       "beam_size"),
+      ("fullwidth digits", {**files(good_png), "data": {"seed": "\uff11\uff12"}}, 400,
+       "seed"),
+      ("underscores", {**files(good_png), "data": {"top_k": "1_0"}}, 400, "top_k"),
+      ("temperature inf", {**files(good_png), "data": {"temperature": "inf"}}, 400,
+       "temperature"),
+      ("temperature 1e999", {**files(good_png), "data": {"temperature": "1e999"}}, 400,
+       "temperature"),
+      ("negative seed", {**files(good_png), "data": {"seed": "-1"}}, 400, "seed"),
   ]
 
 
@@ -202,8 +257,10 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(client, examples
     answer = client.post("/caption", **kwargs)
     assert answer.status_code == status, (what, answer.status_code, answer.text)
     assert words in answer.json()["error"], (what, answer.json())
-  assert client.get("/caption").status_code == 405
-  assert "error" in client.get("/nothing").json()
+  for path, status in (("/caption", 405), ("/nothing", 404)):
+    answer = client.get(path)
+    assert answer.status_code == status and "POST /caption" in answer.json()["hint"]
+    assert path in answer.json()["error"]
   assert client.get("/health").status_code == 200
   assert post_file(client, good_png).json()["caption"] == examples[0][2]
 
@@ -278,15 +335,19 @@ def test_a_stalled_upload_holds_no_one(server, examples):
 
 
 def test_serve_py_serves_until_stopped(workdir, examples, tmp_path):
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  proc = subprocess.Popen(
-      [sys.executable, "serve.py", "--workdir", workdir, "--port", str(port), "--batch_sizes",
+  proc = subprocess.Popen(  # port 0: any free port, printed
+      [sys.executable, "serve.py", "--workdir", workdir, "--port", "0", "--batch_sizes",
        "1,2", "--cache_dir", str(tmp_path / "cache")], cwd=ROOT, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
-  url = f"http://127.0.0.1:{port}"
+  lines = []
   try:
+    for line in proc.stdout:
+      lines.append(line)
+      if "serving http://" in line:
+        break
+    url = lines[-1].split("serving ")[1].strip().rstrip("/")
+    port = int(url.rsplit(":", 1)[1])
+    assert port > 0 and url == f"http://127.0.0.1:{port}", lines
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
       try:
@@ -298,18 +359,52 @@ def test_serve_py_serves_until_stopped(workdir, examples, tmp_path):
     assert health["batch_sizes"] == [1, 2] and health["image_size"] == 160
     answer = httpx.post(url + "/caption", files={"image": ("x.png", examples[0][1])}, timeout=60)
     assert answer.json()["caption"] == examples[0][2]
+    evil = httpx.get(url + "/health", headers={"host": "evil.example"}, timeout=5)
+    assert evil.status_code == 403
   finally:
     proc.terminate()
-    output = proc.communicate(timeout=60)[0]
+    output = "".join(lines) + proc.communicate(timeout=60)[0]
   # uvicorn shuts down cleanly on SIGTERM, then re-raises it (exit status -15).
   assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output[-2000:]
-  assert f"serving http://127.0.0.1:{port}/" in output
   assert "Application shutdown complete" in output
+  # One access line per request: status and time.
+  assert re.search(r"POST /caption 200 \d+ ms", output) and " 403 " in output, output[-2000:]
 
 
-def test_page_in_headless_chromium(server, examples, tmp_path):
+@pytest.mark.parametrize("flags,words", [
+    (["--port", "99999"], "--port 99999: must be an integer from 0 to 65535"),
+    (["--batch_sizes", "100000"], "--batch_sizes: at most 8 sizes, each from 1 to 256"),
+    (["--batch_sizes", "0,4"], "--batch_sizes"),
+    (["--max_upload_mb", "nan"], "--max_upload_mb nan: must be a number > 0"),
+    (["--max_upload_mb", "inf"], "--max_upload_mb"),
+    (["--max_upload_mb", "0"], "--max_upload_mb"),
+    (["--max_pixels", "0"], "--max_pixels 0: must be an integer from 1"),
+    (["--max_wait_ms", "-1"], "--max_wait_ms"),
+    (["--max_decoding", "0"], "--max_decoding"),
+])
+def test_serve_py_refuses_bad_flags_in_one_line(flags, words):
+  result = subprocess.run([sys.executable, "serve.py"] + flags, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+  errors = [line for line in result.stderr.splitlines() if "error" in line]
+  assert result.returncode == 2 and len(errors) == 1 and words in errors[0], result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_serve_py_defaults_match_the_app():
+  sys.path.insert(0, ROOT)
+  try:
+    import serve as serve_py  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.remove(ROOT)
+  args = serve_py.parse_args([])
+  assert args.max_pixels == serve.MAX_PIXELS and args.max_decoding == serve.MAX_DECODING
+  assert args.max_pixels < PIL.Image.MAX_IMAGE_PIXELS == serve_py.PILLOW_PIXEL_LIMIT
+
+
+def test_page_in_headless_chromium(server, examples, captioner, tmp_path):
   from selenium import webdriver  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
 
   options = webdriver.ChromeOptions()
@@ -322,6 +417,10 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
   driver = webdriver.Chrome(options=options, service=service)
   try:
     driver.get(server + "/")
+    assert not driver.find_element(By.ID, "again").is_displayed()  # nothing to caption yet
+    summary = WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "model").text)
+    assert summary == f"decoder {captioner.spec.kind}, {len(captioner.vocab)} words, " \
+                      f"step {captioner.step}"
     chosen = {os.path.basename(path): caption for path, _, caption in examples[3:6]}
     driver.find_element(By.ID, "files").send_keys("\n".join(e[0] for e in examples[3:6]))
     cards = WebDriverWait(driver, 60).until(
@@ -330,6 +429,7 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
     shown = {c.find_element(By.CLASS_NAME, "name").text:
              c.find_element(By.CLASS_NAME, "caption").text for c in cards}
     assert shown == chosen
+    assert driver.find_element(By.ID, "again").is_displayed()
     card = cards[0]
     expected = chosen[card.find_element(By.CLASS_NAME, "name").text]
     words = card.find_elements(By.CLASS_NAME, "word")
@@ -344,6 +444,23 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
     words[-1].click()
     last = driver.execute_script(pixels, canvas)
     assert len({with_overlay, plain, last}) == 3
+    # The example button draws shapes and captions them; a new method re-captions them all.
+    driver.find_element(By.ID, "example").click()
+    done = "return [...document.querySelectorAll('.card')].map(c => c.dataset.state + " \
+           "'/' + c.dataset.method)"
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(done) == ["done/greedy"] * 4)
+    assert driver.find_element(By.CLASS_NAME, "name").text == "example 1.png"
+    Select(driver.find_element(By.ID, "method")).select_by_value("beam")
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(done) == ["done/beam"] * 4)
+    Select(driver.find_element(By.ID, "method")).select_by_value("greedy")
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(done) == ["done/greedy"] * 4)
+    # Each caption has a copy button.
+    cards = driver.find_elements(By.CSS_SELECTOR, ".card")[1:]  # the three files
+    cards[0].find_element(By.CLASS_NAME, "copy").click()
+    WebDriverWait(driver, 10).until(lambda d: cards[0].get_attribute("data-copied"))
+    assert cards[0].get_attribute("data-copied") == cards[0].find_element(
+        By.CLASS_NAME, "caption").text
+    canvas = cards[0].find_element(By.TAG_NAME, "canvas")
     for c in cards:  # for the screenshot: each card shows its second word's attention
       c.find_elements(By.CLASS_NAME, "word")[1].click()
     assert canvas.get_attribute("data-word") == "1"
@@ -355,3 +472,180 @@ def test_page_in_headless_chromium(server, examples, tmp_path):
   finally:
     driver.quit()
   assert PIL.Image.open(io.BytesIO(shot.read_bytes())).size[0] > 500
+
+
+def test_host_and_origin_are_checked(client, captioner, examples):
+  png = examples[0][1]
+  ok = lambda answer: answer.status_code == 200  # noqa: E731
+  refused = lambda answer, words: (answer.status_code == 403 and  # noqa: E731
+                                   words in answer.json()["error"])
+  # Another site's page posting to this server, and a DNS-rebinding name: 403.
+  assert refused(client.post("/caption", files={"image": ("a.png", png)},
+                             headers={"origin": "http://evil.example"}),
+                 "--allow_origin http://evil.example")
+  assert refused(client.get("/health", headers={"host": "evil.example"}), "--allow_host")
+  assert refused(client.get("/health", headers={"origin": "null"}), "cross-origin")
+  # The page's own origin, no origin (curl), and the loopback names: answered.
+  assert ok(client.post("/caption", files={"image": ("a.png", png)},
+                        headers={"origin": "http://127.0.0.1"}))
+  for host in ("localhost", "127.0.0.1:8123", "[::1]:80", "LOCALHOST"):
+    assert ok(client.get("/health", headers={"host": host})), host
+
+  # A server that knows its port, opened to one other site and one other name.
+  app = serve.make_app(captioner, port=8000, allow_origins=["http://ok.example"],
+                       allow_hosts=["captions.lan"], warm=False)
+  plain = TestClient(app, base_url="http://127.0.0.1:8000")  # no lifespan: /info only
+  assert ok(plain.get("/info"))
+  assert ok(plain.get("/info", headers={"host": "captions.lan:8000"}))
+  assert refused(plain.get("/info", headers={"host": "127.0.0.1:8001"}), "Host")
+  assert refused(plain.get("/info", headers={"host": "127.0.0.1:80x"}), "Host")
+  opened = plain.get("/info", headers={"origin": "http://ok.example"})
+  assert ok(opened) and opened.headers["access-control-allow-origin"] == "http://ok.example"
+  assert refused(plain.get("/info", headers={"origin": "http://evil.example"}), "evil")
+  # Listening on every address: any IP literal is fine, a name still is not.
+  everywhere = TestClient(serve.make_app(captioner, host="0.0.0.0", port=8000, warm=False))
+  assert ok(everywhere.get("/info", headers={"host": "192.168.1.5:8000"}))
+  assert refused(everywhere.get("/info", headers={"host": "evil.example:8000"}), "Host")
+
+
+def test_info_describes_the_model(client, captioner):
+  info = client.get("/info").json()
+  assert info["summary"] == (f"decoder {captioner.spec.kind}, {len(captioner.vocab)} words, "
+                             f"step {captioner.step}")
+  assert (info["step"], info["decoder"], info["vocab_size"]) == (
+      captioner.step, captioner.spec.kind, len(captioner.vocab))
+
+
+def test_aborted_uploads_cost_one_line_each_and_no_traceback(server, examples, caplog,
+                                                             capfd):
+  caplog.set_level(logging.INFO, logger="jaxcap.serve")
+  host, port = server.removeprefix("http://").split(":")
+  before = httpx.get(server + "/health", timeout=30).json()["disconnects"]
+  for i in range(20):  # promise 1 MB, send a little, leave
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+      head = (b"Content-Type: image/png\r\n" if i % 2 else
+              b"Content-Type: multipart/form-data; boundary=b\r\n")
+      s.sendall(b"POST /caption HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + head +
+                b"Content-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+                b'name="image"; filename="x.png"\r\n\r\n' + examples[0][1][:200])
+      time.sleep(0.02)
+  deadline = time.monotonic() + 30
+  while (httpx.get(server + "/health", timeout=30).json()["disconnects"] < before + 20 and
+         time.monotonic() < deadline):
+    time.sleep(0.1)
+  assert httpx.get(server + "/health", timeout=30).json()["disconnects"] == before + 20
+  records = [r for r in caplog.records if r.name.startswith(("jaxcap", "uvicorn"))]
+  assert 20 <= len(records) <= 40 and not any(r.exc_info for r in records)
+  assert sum("client left during its upload" in r.getMessage() for r in records) >= 10
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def test_access_log_is_rate_limited():
+  limit = serve.RateLimit(per_s=1000, burst=5)
+  record = lambda: logging.LogRecord("x", logging.INFO, "", 0, "line", (), None)  # noqa: E731
+  passed = [limit.filter(record()) for _ in range(1000)]
+  assert 5 <= sum(passed) < 1000  # a burst, then only what the rate refills
+  time.sleep(0.05)
+  after = record()
+  assert limit.filter(after) and "lines left out" in after.getMessage()
+
+
+FUZZ_VALUES = ["", " ", "0", "-0", "+3", "1e3", "1e999", "-1e999", "nan", "NaN", "inf",
+               "-inf", "9" * 400, "1_000", "\uff11\uff12", "\u0663", "0x10", "1.5.2", ".5",
+               "5.", "1e", "e5", "\x00", "\u202e1", "😀", "true", "None", "[1]", "3 ", " 3",
+               "0.05", "10", "10.0000001", "2147483648", "-2147483649", "%00", "\r\n"]
+FUZZ_FIELDS = ["method", "temperature", "top_k", "seed", "beam_size", "alpha", "image",
+               "greedy", "", "x" * 300, "métho", "Method"]
+
+
+def fuzz_request(rng, png):
+  """One malformed (or odd) request as TestClient keyword arguments (+ method, path)."""
+  kind = rng.integers(7)
+  method, path, kwargs = "POST", "/caption", {}
+  pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
+  fields = {pick(FUZZ_FIELDS): pick(FUZZ_VALUES) for _ in range(rng.integers(1, 4))}
+  fields.pop("image", None)
+  if "method" in fields and rng.random() < 0.5:
+    fields["method"] = pick(["greedy", "sample", "beam"])
+  good = {"files": {"image": ("a.png", png, "image/png")}}
+  if kind == 0:  # random bytes as the body
+    kwargs = {"content": rng.bytes(int(rng.integers(0, 3000))),
+              "headers": {"content-type": pick(["image/png", "application/octet-stream",
+                                                "text/plain", "multipart/form-data"])}}
+  elif kind == 1:  # random option strings, in the form or the query
+    kwargs = {**good, ("data" if rng.random() < 0.5 else "params"): fields}
+  elif kind == 2:  # a multipart body cut anywhere
+    boundary = "zzz"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
+            f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + png + (
+                f"\r\n--{boundary}--\r\n").encode()
+    kwargs = {"content": body[:rng.integers(len(body))],
+              "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+  elif kind == 3:  # odd headers
+    headers = pick([{"content-type": "multipart/form-data; boundary="},
+                    {"content-type": "multipart/form-data; boundary=" + "b" * 300},
+                    {"content-type": "multipart/form-data; charset=\x7f"},
+                    {"content-type": "\x01\x02"}, {"origin": pick(FUZZ_VALUES) or "x"},
+                    {"host": pick(FUZZ_VALUES) or "x"}, {"host": "127.0.0.1:" + "9" * 30},
+                    {"accept": "*/*" * 100}, {"content-encoding": "gzip"}])
+    kwargs = {"content": png, "headers": {"content-type": "image/png", **headers}}
+    kwargs["headers"] = {k: v.encode("utf-8", "replace")  # raw bytes, any of them
+                         for k, v in kwargs["headers"].items()}
+  elif kind == 4:  # corrupted image bytes
+    data = bytearray(png)
+    for _ in range(rng.integers(1, 20)):
+      data[rng.integers(len(data))] = rng.integers(256)
+    kwargs = {"files": {"image": ("a.png", bytes(data), "image/png")}}
+  elif kind == 5:  # other methods and paths
+    method = pick(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+    path = pick(["/caption", "/", "/health", "/info", "/x", "/caption/", "/%2e%2e/etc",
+                 "/" + "a" * 500])
+  else:  # many fields, files under odd names
+    kwargs = {"files": [(pick(FUZZ_FIELDS) or "f", ("b.png", png)) for _ in
+                        range(rng.integers(1, 5))], "data": fields}
+  return method, path, kwargs
+
+
+def test_fuzz_malformed_requests_get_4xx_json(client, examples, caplog):
+  """A seeded stream of 300 malformed requests: each answer is 200 or a 4xx with a JSON
+  error, never a 500 (the test client re-raises any server exception), no traceback."""
+  caplog.set_level(logging.INFO)
+  rng = np.random.default_rng(20)
+  png = examples[0][1]
+  statuses = collections.Counter()
+  for i in range(300):
+    method, path, kwargs = fuzz_request(rng, png)
+    answer = client.request(method, path, **kwargs)
+    statuses[answer.status_code] += 1
+    assert answer.status_code == 200 or 400 <= answer.status_code < 500, (i, kwargs)
+    if answer.status_code >= 400 and method != "HEAD":
+      assert isinstance(answer.json()["error"], str), (i, kwargs, answer.text)
+  assert not any(r.exc_info for r in caplog.records)
+  assert "Traceback" not in caplog.text
+  assert sum(statuses.values()) == 300 and len(statuses) >= 4, statuses
+  assert client.get("/health").status_code == 200
+  assert post_file(client, png).json()["caption"] == examples[0][2]
+
+
+def png_16bit(path, width, height):
+  """A real 16-bit grayscale PNG of width x height (all black), written in slices."""
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data))
+  compress, row = zlib.compressobj(9), b"\0" * (1 + 2 * width)
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16,
+                                                                0, 0, 0, 0)))
+    data = b"".join(compress.compress(row * 500) for _ in range(height // 500))
+    data += compress.compress(row * (height % 500)) + compress.flush()
+    f.write(chunk(b"IDAT", data) + chunk(b"IEND", b""))
+  return path
+
+
+def test_a_16bit_9000x9900_png_is_refused_by_its_header(client, tmp_path):
+  path = png_16bit(tmp_path / "big.png", 9000, 9900)
+  assert PIL.Image.open(path).size == (9000, 9900)
+  start = time.monotonic()
+  answer = client.post("/caption", files={"image": ("big.png", path.read_bytes())})
+  assert answer.status_code == 413 and "9000x9900" in answer.json()["error"]
+  assert time.monotonic() - start < 5  # refused before decoding

@@ -4,19 +4,35 @@
   POST /caption   multipart field `image` (one or more files) or the raw image as the body;
                   decoding options as form fields or query parameters
   GET  /health    200 once the model is loaded and compiled
+  GET  /info      the model: a one-line summary, step, decoder, vocabulary size
 
-Concurrent requests are batched into one compiled call (see jaxcap/serving/app.py).
+Concurrent requests are batched into one compiled call (see jaxcap/serving/app.py). Only
+requests naming this server as their Host, from its own page or from no page, are answered
+(see --allow_host, --allow_origin).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import sys
 
-from jaxcap import cli
+from jaxcap import cli, ranges
 
 DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
+PILLOW_PIXEL_LIMIT = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS, its decompression-bomb warning
+# Compiling batch 100000 needed over 22 GB; 32 already keeps a CPU busy and 256 an H100.
+MAX_BATCH = 256
+FLAG_RANGES = {
+    "port": ranges.integer(0, 65535),
+    "max_upload_mb": ranges.number(0, 4096, low_open=True),
+    "max_wait_ms": ranges.number(0, 1000),
+    "encode_chunk": ranges.integer(0, MAX_BATCH),
+    "max_pixels": ranges.integer(1, PILLOW_PIXEL_LIMIT),
+    "max_decoding": ranges.integer(1, 64),
+}
 
 
 def parse_args(argv):
@@ -26,11 +42,23 @@ def parse_args(argv):
   cli.add_checkpoint_flag(p)
   p.add_argument("--host", default="127.0.0.1",
                  help="address to listen on (0.0.0.0 lets other machines in)")
-  p.add_argument("--port", type=int, default=8000, help="port to listen on")
+  p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
+  p.add_argument("--allow_host", action="append", default=[], metavar="NAME",
+                 help="another name clients may use for this server in their Host header "
+                      "(repeatable; '*': any); by default the listen address and localhost")
+  p.add_argument("--allow_origin", action="append", default=[], metavar="ORIGIN",
+                 help="another site (e.g. https://example.org) whose pages may call this "
+                      "server (repeatable; '*': any); by default only its own page")
   p.add_argument("--max_upload_mb", type=float, default=20,
                  help="larger requests get 413 before they are read")
+  p.add_argument("--max_pixels", type=int, default=16_000_000,
+                 help="pixels an image may decode to: larger JPEGs decode at 1/2-1/8 "
+                      "scale, other larger images get 413 before decoding")
+  p.add_argument("--max_decoding", type=int, default=2,
+                 help="images decoded at once (each up to ~16 bytes per pixel)")
   p.add_argument("--batch_sizes", default="1,4,8,16,32",
-                 help="batch sizes compiled at start-up; the largest caps one call")
+                 help=f"batch sizes compiled at start-up (each 1 to {MAX_BATCH}); the largest "
+                      "caps one call")
   p.add_argument("--max_wait_ms", type=float, default=5.0,
                  help="how long an image waits for others to share its call (only while "
                       "other requests are still uploading)")
@@ -42,31 +70,64 @@ def parse_args(argv):
   try:
     args.batch_sizes = sorted({int(s) for s in args.batch_sizes.split(",")})
   except ValueError:
-    p.error(f"--batch_sizes: comma-separated integers, not {args.batch_sizes!r}")
-  if args.batch_sizes[0] < 1:
-    p.error("--batch_sizes must be >= 1")
-  if args.max_upload_mb <= 0:
-    p.error("--max_upload_mb must be > 0")
-  if args.encode_chunk is not None and args.encode_chunk < 0:
-    p.error("--encode_chunk must be >= 0 (0: the whole batch)")
-  if args.max_wait_ms < 0:
-    p.error("--max_wait_ms must be >= 0")
+    p.error(f"--batch_sizes: comma-separated integers, not {args.batch_sizes[:40]!r}")
+  if not 1 <= args.batch_sizes[0] <= args.batch_sizes[-1] <= MAX_BATCH or len(
+      args.batch_sizes) > 8:
+    p.error(f"--batch_sizes: at most 8 sizes, each from 1 to {MAX_BATCH} (every size is "
+            f"compiled; batch 100000 needed over 22 GB), not "
+            f"{','.join(map(str, args.batch_sizes))[:60]}")
+  for name, (allowed, ok) in FLAG_RANGES.items():
+    value = getattr(args, name)
+    if value is not None and not ok(value):
+      p.error(f"--{name} {value}: must be {allowed}")
   return args
+
+
+def listen(host: str, port: int) -> socket.socket:
+  """A listening socket on host:port (port 0: a free one); OSError if it cannot be had."""
+  family = socket.AF_INET6 if ":" in host else socket.AF_INET
+  return socket.create_server((host, port), family=family)
+
+
+def quiet_logs() -> None:
+  """Access lines on stderr; uvicorn's own per-request warnings rate-limited like them."""
+  from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+  serve.LOG.addHandler(handler)
+  serve.LOG.setLevel(logging.INFO)
+  serve.LOG.propagate = False
+  limit = serve.RateLimit()
+  for name in ("uvicorn.error", "uvicorn.protocols.http"):
+    logging.getLogger(name).addFilter(limit)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  try:
+    sock = listen(args.host, args.port)
+  except OSError as e:
+    print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+          file=sys.stderr)
+    return 1
+  port = sock.getsockname()[1]
   captioner = cli.load_captioner(args.workdir, args.cache_dir, args.checkpoint)
   if captioner is None:
     return 1
   import uvicorn  # pylint: disable=g-import-not-at-top
 
   from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
+  shown = f"[{args.host}]" if ":" in args.host else args.host
   print(f"loaded {args.workdir} (step {captioner.step}); compiling batch sizes "
-        f"{args.batch_sizes}, then serving http://{args.host}:{args.port}/", flush=True)
+        f"{args.batch_sizes}, then serving http://{shown}:{port}/", flush=True)
   app = serve.make_app(captioner, batch_sizes=args.batch_sizes, max_wait_ms=args.max_wait_ms,
-                       max_upload_mb=args.max_upload_mb, encode_chunk=args.encode_chunk)
-  uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+                       max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                       max_decoding=args.max_decoding, encode_chunk=args.encode_chunk,
+                       host=args.host, port=port, allow_hosts=args.allow_host,
+                       allow_origins=args.allow_origin)
+  server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False))
+  quiet_logs()  # after uvicorn's Config, which sets up its loggers
+  server.run(sockets=[sock])
   return 0
 
 

@@ -31,6 +31,13 @@ class ImageError(ValueError):
   """An image file that cannot be used; the message names the file and the reason."""
 
 
+class ImageTooLarge(ImageError):
+  """An image over the pixel budget (`max_pixels`) or Pillow's decompression-bomb limit."""
+
+
+_BLOCK = 1 << 22  # elements converted at a time, so a large 16-bit image needs no float copy
+
+
 def _high_range_to_l(img: Image.Image) -> Image.Image:
   """16/32-bit integer or float grayscale -> 8-bit "L", rescaled rather than clipped.
 
@@ -38,15 +45,22 @@ def _high_range_to_l(img: Image.Image) -> Image.Image:
   16 bits (older Pillows open 16-bit PNGs as "I"), else scaled by its maximum.  F: [0, 1]
   when its maximum is <= 1, else taken as 0..255.
   """
-  arr = np.asarray(img, dtype=np.float64)
-  peak = float(arr.max()) if arr.size else 0.0
+  arr = np.asarray(img)
+  peak = float(np.nanmax(arr)) if arr.size and not np.isnan(arr).all() else 0.0
+  scale = 1.0
   if img.mode in _SIXTEEN_BIT:
-    arr = arr / 257.0
+    scale = 1 / 257.0
   elif img.mode == "I" and peak > 255:
-    arr = arr / 257.0 if peak <= 65535 else arr * (255.0 / peak)
+    scale = 1 / 257.0 if peak <= 65535 else 255.0 / peak
   elif img.mode == "F" and peak <= 1.0:
-    arr = arr * 255.0
-  return Image.fromarray(np.clip(np.rint(np.nan_to_num(arr)), 0, 255).astype(np.uint8), "L")
+    scale = 255.0
+  out = np.empty(arr.shape, np.uint8)
+  rows = max(1, _BLOCK // max(1, arr.shape[1] if arr.ndim > 1 else 1))
+  for start in range(0, len(arr), rows):  # float64 one block at a time
+    block = arr[start:start + rows].astype(np.float64)
+    block = block / 257.0 if scale == 1 / 257.0 else block * scale
+    out[start:start + rows] = np.clip(np.rint(np.nan_to_num(block)), 0, 255)
+  return Image.fromarray(out, "L")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -77,11 +91,14 @@ def load_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarr
 
   Any format and mode Pillow reads: grayscale, 1-bit, palette, CMYK, YCbCr, LAB, 16-bit and
   float grayscale (rescaled to 8 bits), and anything with alpha (composited over white).
-  `max_pixels` refuses larger images before decoding them (None: Pillow's bomb limit only).
+  `max_pixels` bounds the pixels decoded (None: Pillow's bomb limit only): a larger JPEG is
+  decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`, in the decoder, so the full size never
+  exists in memory) when that fits; any other larger image is refused by its header, before
+  decoding.
 
   Raises:
-    ImageError: missing, empty, not an image, truncated, corrupt, too large or of an
-      unsupported mode; the message starts with the path.
+    ImageError: missing, empty, not an image, truncated, corrupt, too large
+      (`ImageTooLarge`) or of an unsupported mode; the message starts with the path.
   """
   path = os.fspath(path)
   try:
@@ -111,8 +128,15 @@ def _decode(source, name: str, max_pixels: int | None) -> np.ndarray:
     with Image.open(source) as img:
       fmt = img.format
       width, height = img.size  # from the header; nothing decoded yet
-      if max_pixels is not None and width * height > max_pixels:
-        raise fail(f"image too large: {width}x{height} pixels, more than {max_pixels}")
+      if max_pixels is not None and width * height > max_pixels and fmt == "JPEG":
+        # The smallest power-of-two reduction (at most 8) that fits, done while decoding.
+        scale = 1  # libjpeg rounds the reduced size up
+        while scale < 8 and -(-width // scale) * -(-height // scale) > max_pixels:
+          scale *= 2
+        img.draft(None, (max(1, width // scale), max(1, height // scale)))
+      if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
+        raise ImageTooLarge(f"{name}: image too large: {width}x{height} pixels, over the "
+                            f"budget of {max_pixels:,} pixels")
       img.load()  # decode everything now, so a truncated file fails here and not later
       img = ImageOps.exif_transpose(img)
       try:
@@ -129,7 +153,7 @@ def _decode(source, name: str, max_pixels: int | None) -> np.ndarray:
   except UnidentifiedImageError as e:
     raise fail("not an image (Pillow cannot identify its format)") from e
   except Image.DecompressionBombError as e:
-    raise fail(f"image too large to decode safely ({e})") from e
+    raise ImageTooLarge(f"{name}: image too large to decode safely ({e})") from e
   except OSError as e:  # Pillow reports truncated / corrupt / undecodable data as OSError
     text = str(e)
     if "truncated" in text.lower():

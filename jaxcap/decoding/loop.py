@@ -26,17 +26,39 @@ from jaxcap.decoding.options import DecodeOptions, add_flags, options_from_flags
 from jaxcap.model import decoders
 
 
-def choose_tokens(logits: jax.Array, key: jax.Array, *, greedy: bool, top_k: int,
-                  temperature: float) -> jax.Array:
-  """Next ids (B,) from logits (B, V): argmax, or a draw from softmax(top-k logits / T)."""
+TOP_K_BOUND = 64  # one compiled sampler serves every top_k up to this (and 0)
+
+
+def top_k_bound(top_k: int, vocab_size: int) -> int:
+  """The static size of `choose_tokens`' `lax.top_k` for a top_k: TOP_K_BOUND (or the
+  vocabulary, if smaller) for every top_k up to it, 0 (the whole vocabulary) and past the
+  vocabulary; beyond it the next power of two, so at most log2(V / 64) more programs."""
+  bound = TOP_K_BOUND
+  while bound < top_k < vocab_size:
+    bound *= 2
+  return min(bound, vocab_size)
+
+
+def choose_tokens(logits: jax.Array, key: jax.Array, *, greedy: bool, top_k, temperature,
+                  bound: int | None = None) -> jax.Array:
+  """Next ids (B,) from logits (B, V): argmax, or a draw from softmax(top-k logits / T).
+
+  `top_k` (0 = the whole vocabulary) and `temperature` may be traced, so one compiled loop
+  serves them all: the k-th largest logit is read off `lax.top_k` at the static `bound`
+  (at least top_k; default `top_k_bound`) and the logits below it are masked out (ties
+  with the k-th are kept); the draw is over all V entries.
+  """
   if greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits.astype(jnp.float32) / temperature
-  if 0 < top_k < logits.shape[-1]:
-    top_logits, top_ids = jax.lax.top_k(logits, top_k)  # (B, k)
-    choice = jax.random.categorical(key, top_logits, axis=-1)  # (B,)
-    return jnp.take_along_axis(top_ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  vocab_size = logits.shape[-1]
+  if bound is None:
+    bound = top_k_bound(int(top_k), vocab_size)
+  top_logits, _ = jax.lax.top_k(logits, bound)  # (B, bound), largest first
+  kth = jnp.take(top_logits, jnp.clip(top_k, 1, bound) - 1, axis=-1)[:, None]  # (B, 1)
+  keep = (top_k <= 0) | (top_k >= vocab_size) | (logits >= kth)
+  return jax.random.categorical(key, jnp.where(keep, logits, -jnp.inf),
+                                axis=-1).astype(jnp.int32)
 
 
 @flax.struct.dataclass
@@ -51,13 +73,14 @@ class LoopState:
 
 
 def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array, *,
-                start_id: int, end_id: int, max_length: int, greedy: bool, top_k: int = 0,
-                temperature: float = 1.0):
+                start_id: int, end_id: int, max_length: int, greedy: bool, top_k=0,
+                temperature=1.0, bound: int | None = None):
   """Greedy or sampled captions in one `lax.while_loop`.
 
   A caption that has produced `<end>` stops changing (its cache is frozen, its later tokens
   stay 0) and the loop exits once every caption is done or at `max_length`. Step i draws
-  with `fold_in(key, i)`, so results do not depend on when the loop exits.
+  with `fold_in(key, i)`, so results do not depend on when the loop exits. `top_k` and
+  `temperature` may be traced (see `choose_tokens`; `bound` >= top_k is static).
 
   Returns tokens (B, L), attention (B, L, P), log_probs (B,) (see `decode`).
   """
@@ -71,7 +94,7 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
     logits, cache, attention = decoders.step(params, spec, context, s.cache, s.last_tokens,
                                              s.index)
     chosen = choose_tokens(logits, jax.random.fold_in(key, s.index), greedy=greedy,
-                           top_k=top_k, temperature=temperature)
+                           top_k=top_k, temperature=temperature, bound=bound)
     chosen = jnp.where(s.done, 0, chosen)  # finished captions only pad
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
                                    chosen[:, None], axis=-1)[:, 0]
@@ -101,6 +124,37 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
   return final.tokens, final.attention, final.log_probs
 
 
+def split_options(options: DecodeOptions, vocab_size: int) -> tuple[dict, dict]:
+  """options -> (numbers, structure): what the compiled loop takes as data (top_k,
+  temperature, alpha as arrays) and what shapes it (method, beam size, top-k bound).
+
+  Compiled with the numbers traced, one program serves every temperature, alpha and top_k up
+  to `TOP_K_BOUND`; the seed never enters (it is the key's). Fields a method does not read
+  take fixed values, so they do not split programs either.
+  """
+  sample, beam_search = options.method == "sample", options.method == "beam"
+  numbers = {"top_k": np.int32(min(options.top_k, np.iinfo(np.int32).max) if sample else 0),
+             "temperature": np.float32(options.temperature if sample else 1.0),
+             "alpha": np.float32(options.alpha if beam_search else 0.0)}
+  structure = {"method": options.method,
+               "beam_size": options.beam_size if beam_search else 0,
+               "bound": top_k_bound(options.top_k, vocab_size) if sample else 0}
+  return numbers, structure
+
+
+def _decode(params, spec, features, key, numbers: dict, *, method: str, beam_size: int,
+            bound: int, start_id: int, end_id: int, max_length: int):
+  """`decode` with the options split (`split_options`): `numbers` may be traced."""
+  if method == "beam":
+    tokens, _, log_probs, attention = beam.beam_search(
+        params, spec, features, start_id=start_id, end_id=end_id, max_length=max_length,
+        beam_size=beam_size, alpha=numbers["alpha"])
+    return tokens[:, 0], attention[:, 0], log_probs[:, 0]
+  return sample_loop(params, spec, features, key, start_id=start_id, end_id=end_id,
+                     max_length=max_length, greedy=method == "greedy",
+                     top_k=numbers["top_k"], temperature=numbers["temperature"], bound=bound)
+
+
 def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array,
            options: DecodeOptions, *, start_id: int, end_id: int, max_length: int):
   """Captions for a batch of encoder features, by `options`.
@@ -109,7 +163,7 @@ def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Arr
     params, spec: the decoder.
     features: (B, P, D) encoder features.
     key: PRNG key (sampling only).
-    options: the decoding method and its settings (static under jit).
+    options: the decoding method and its settings.
     start_id, end_id: the `<start>` and `<end>` ids.
     max_length: most tokens per caption (`<end>` included).
 
@@ -118,14 +172,9 @@ def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Arr
     weights behind each token) and log_probs (B,) (the chosen tokens' summed
     log-probabilities; for beam search, of the best beam).
   """
-  if options.method == "beam":
-    tokens, _, log_probs, attention = beam.beam_search(
-        params, spec, features, start_id=start_id, end_id=end_id, max_length=max_length,
-        beam_size=options.beam_size, alpha=options.alpha)
-    return tokens[:, 0], attention[:, 0], log_probs[:, 0]
-  return sample_loop(params, spec, features, key, start_id=start_id, end_id=end_id,
-                     max_length=max_length, greedy=options.method == "greedy",
-                     top_k=options.top_k, temperature=options.temperature)
+  numbers, structure = split_options(options, spec.vocab_size)
+  return _decode(params, spec, features, key, numbers, **structure, start_id=start_id,
+                 end_id=end_id, max_length=max_length)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "greedy", "top_k", "temperature"))
@@ -133,7 +182,8 @@ def _python_loop_step(params, spec, context, cache, tokens, key, index, *, greed
                       temperature):
   logits, cache, _ = decoders.step(params, spec, context, cache, tokens, index)
   chosen = choose_tokens(logits, jax.random.fold_in(key, index), greedy=greedy, top_k=top_k,
-                         temperature=temperature)
+                         temperature=temperature, bound=None if greedy else top_k_bound(
+                             top_k, logits.shape[-1]))
   return chosen, cache
 
 
@@ -171,24 +221,35 @@ def python_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "options", "start_id", "end_id",
-                                             "max_length"))
+_STATIC = ("spec", "method", "beam_size", "bound", "start_id", "end_id", "max_length")
+_decode_compiled = jax.jit(_decode, static_argnames=_STATIC)
+
+
 def decode_jit(params, spec, features, key, options, *, start_id, end_id, max_length):
-  """`decode`, compiled once per (spec, options, shapes)."""
-  return decode(params, spec, features, key, options, start_id=start_id, end_id=end_id,
-                max_length=max_length)
+  """`decode`, compiled once per (spec, method, beam size, top-k bound, shapes): new
+  temperatures, top_k values (up to `TOP_K_BOUND`), alphas and seeds compile nothing."""
+  numbers, structure = split_options(options, spec.vocab_size)
+  return _decode_compiled(params, spec, features, key, numbers, **structure,
+                          start_id=start_id, end_id=end_id, max_length=max_length)
 
 
-@functools.partial(jax.jit, static_argnames=("feature_fn", "spec", "options", "start_id",
-                                             "end_id", "max_length"))
+@functools.partial(jax.jit, static_argnames=("feature_fn",) + _STATIC)
+def _caption_images(feature_fn: FeatureFn, encoder_params, params, spec, images, key,
+                    numbers, **static):
+  features = feature_fn(encoder_params, images).astype(jnp.float32)
+  return _decode(params, spec, features, key, numbers, **static)
+
+
 def caption_images(feature_fn: FeatureFn, encoder_params, params, spec, images: jax.Array,
                    key: jax.Array, options: DecodeOptions, *, start_id: int, end_id: int,
                    max_length: int):
   """Images (B, H, W, 3) in [0, 1] -> `decode`'s outputs, encoder and loop in one compiled
-  call (`feature_fn(encoder_params, images) -> (B, P, D)` is the frozen encoder)."""
-  features = feature_fn(encoder_params, images).astype(jnp.float32)
-  return decode(params, spec, features, key, options, start_id=start_id, end_id=end_id,
-                max_length=max_length)
+  call (`feature_fn(encoder_params, images) -> (B, P, D)` is the frozen encoder); compiled
+  as `decode_jit` is, once per structure."""
+  numbers, structure = split_options(options, spec.vocab_size)
+  return _caption_images(feature_fn, encoder_params, params, spec, images, key, numbers,
+                         **structure, start_id=start_id, end_id=end_id,
+                         max_length=max_length)
 
 
 def batch_size_bucket(n: int, cap: int) -> int:

@@ -1,6 +1,6 @@
 """Captions over HTTP: a Starlette app around a `Captioner`, with concurrent requests batched.
 
-  make_app(captioner)   GET / (the page), POST /caption, GET /health
+  make_app(captioner)   GET / (the page), POST /caption, GET /health, GET /info
   Batcher               images submitted within a few ms of each other -> one compiled call
 
 Every model call goes through `caption_batch`, the one place that speaks the decoding API.
@@ -14,8 +14,12 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import ipaddress
+import logging
 import math
 import os
+import re
+import socket
 import threading
 import time
 from typing import Callable, Sequence
@@ -23,12 +27,14 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -40,15 +46,23 @@ from jaxcap.model import encoders
 BATCH_SIZES = (1, 4, 8, 16, 32)  # compiled at start-up; a batch is padded up to one of them
 MAX_WAIT_MS = 5.0  # how long the first image of a batch waits for company
 MAX_IMAGES_PER_REQUEST = 64
+# Pixels an image may decode to: plenty for a model that sees 160-299 px (a 4K screenshot is
+# 8.3 megapixels; larger JPEGs decode reduced), a fifth of Pillow's decompression-bomb limit.
+MAX_PIXELS = 16_000_000
+MAX_DECODING = 2  # images decoded at once, across requests
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 
 
 # Server-side bounds on top of DecodeOptions' own checks (None: the vocabulary size), so that
-# one request cannot ask for a vast beam.
+# one request cannot ask for a vast beam. Every value is data to the compiled loop but the
+# beam size, so at most 16 beam programs per batch size, each compiled on first use.
 LIMITS = {"top_k": (0, None), "temperature": (0.05, 10.0), "beam_size": (1, 16),
           "alpha": (0.0, 2.0), "seed": (0, 2**31 - 1)}
 _USED = {"greedy": (), "sample": ("top_k", "temperature", "seed"),
          "beam": ("beam_size", "alpha")}  # the fields each method reads
+# Plain ASCII numbers only: no underscores, no non-ASCII digits, no nan/inf, short.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
+_NUMBER = re.compile(r"[+-]?([0-9]{1,40}\.?[0-9]{0,40}|\.[0-9]{1,40})([eE][+-]?[0-9]{1,4})?")
 
 
 def describe(options: DecodeOptions) -> dict:
@@ -57,32 +71,43 @@ def describe(options: DecodeOptions) -> dict:
           **{k: getattr(options, k) for k in _USED[options.method]}}
 
 
+def _shown(text: str) -> str:
+  return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
+def parse_number(name: str, text: str, integer: bool, low: float, high: float):
+  """One option's text -> int or float in [low, high]; ValueError naming the field."""
+  kind = "an integer" if integer else "a number"
+  allowed = f"{kind} from {low} to {high}"
+  if not (_INTEGER if integer else _NUMBER).fullmatch(text):
+    raise ValueError(f"{name} must be {allowed} in plain digits, not {_shown(text)}")
+  value = int(text) if integer else float(text)
+  if not (math.isfinite(value) and low <= value <= high):
+    raise ValueError(f"{name} must be {allowed}, not {_shown(text)}")
+  return value
+
+
 def parse_options(fields: dict[str, str], vocab_size: int) -> DecodeOptions:
   """Text fields (query string or form) -> DecodeOptions; ValueError naming a bad or unknown
   one. Fields the method does not read keep their defaults, so requests that decode alike
-  share calls and compiled programs."""
+  share calls."""
   types = {f.name: f.type for f in dataclasses.fields(DecodeOptions)}
   unknown = sorted(set(fields) - set(types))
   if unknown:
-    raise ValueError(f"unknown decoding option {unknown[0]!r} (known: {', '.join(types)})")
+    raise ValueError(f"unknown decoding option {_shown(unknown[0])} (known: "
+                     f"{', '.join(types)})")
   values = {}
   for name, text in fields.items():
-    if name == "method":  # DecodeOptions checks it
+    if name == "method":
+      if text not in _USED:
+        raise ValueError(f"method must be one of {', '.join(_USED)}, not {_shown(text)}")
       values[name] = text
       continue
-    kind = int if types[name] == "int" else float
-    try:
-      value = kind(text)
-    except ValueError:
-      raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
-                       f"not {text!r}") from None
     low, high = LIMITS[name]
-    high = vocab_size if high is None else high
-    if not (math.isfinite(value) and low <= value <= high):
-      raise ValueError(f"{name} must be in [{low}, {high}], not {text!r}")
-    values[name] = value
+    values[name] = parse_number(name, text.strip(), types[name] == "int", low,
+                                vocab_size if high is None else high)
   method = values.get("method", "greedy")
-  return DecodeOptions(method, **{k: v for k, v in values.items() if k in _USED.get(method, ())})
+  return DecodeOptions(method, **{k: v for k, v in values.items() if k in _USED[method]})
 
 
 @functools.partial(jax.jit, static_argnames="feature_fn")
@@ -99,7 +124,9 @@ def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
   The encoder runs on the same padded batch, or with `encode_chunk` > 0 on chunks of that
   many real images (a short last chunk padded to a power of two); see
   `default_encode_chunk`. The encoder and the decoding loop compile apart (unlike
-  `Captioner.caption`), so new decoding options compile only the small decoding loop.
+  `Captioner.caption`): the loop once per method (and beam size); temperatures, top_k
+  values, alphas and seeds are data to it. The lead may switch this to the Captioner's
+  batch API; it is the one place that calls the model.
   """
   count = images.shape[0]
   size = bucket(count, sizes) if sizes else count
@@ -113,10 +140,10 @@ def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
     features = _pad(features, size)
   else:
     features = extract(_pad(images, size))
-  # The seed goes in as the key, not as part of the options (static: one compile each).
+  # Only the method and the beam size shape the compiled loop; the other values are data.
   tokens, attention, _ = decoding.decode_jit(
-      captioner.params, captioner.spec, features, jax.random.key(options.seed),
-      dataclasses.replace(options, seed=0), start_id=captioner.vocab.start_id,
+      captioner.params, captioner.spec, features, jax.random.key(options.seed), options,
+      start_id=captioner.vocab.start_id,
       end_id=captioner.vocab.end_id, max_length=captioner.config.model.max_length)
   tokens = np.asarray(tokens)[:count]
   return ([captioner.vocab.to_text(row) for row in tokens],
@@ -265,6 +292,36 @@ def _rows(captioner, images: np.ndarray, options: DecodeOptions, sizes: Sequence
           for caption, ws, att in zip(captions, words, attention)]
 
 
+class RateLimit(logging.Filter):
+  """Lets `burst` records through at once and then `per_s` a second; counts the others and
+  appends their number to the next record it lets through (a flood cannot fill a disk)."""
+
+  def __init__(self, per_s: float = 5.0, burst: int = 50):
+    super().__init__()
+    self.per_s, self.burst = per_s, burst
+    self._tokens, self._last, self.dropped = float(burst), time.monotonic(), 0
+    self._lock = threading.Lock()
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    with self._lock:
+      now = time.monotonic()
+      self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_s)
+      self._last = now
+      if self._tokens < 1:
+        self.dropped += 1
+        return False
+      self._tokens -= 1
+      if self.dropped:
+        record.msg, record.args = f"{record.getMessage()} ({self.dropped} lines left out)", ()
+        self.dropped = 0
+      return True
+
+
+LOG = logging.getLogger("jaxcap.serve")  # one access line per request (INFO)
+LOG.addFilter(RateLimit())
+_NOTE = "jaxcap.note"  # a scope key: what the access line adds after the status
+
+
 class _TooLarge(Exception):
   pass
 
@@ -277,80 +334,217 @@ class _Reject(Exception):
     self.status, self.message = status, message
 
 
-def _limited(request: Request, limit: int) -> Request:
-  """The same request, whose body raises _TooLarge as soon as more than `limit` bytes came."""
-  received = 0
+def _limited(request: Request, limit: int, marker: bytes = b""):
+  """(the same request, whose body raises _TooLarge as soon as more than `limit` bytes came;
+  a function telling whether `marker` (a multipart closing boundary) has been seen)."""
+  received, tail, seen = 0, b"", not marker
 
   async def receive():
-    nonlocal received
+    nonlocal received, tail, seen
     message = await request.receive()
-    received += len(message.get("body", b""))
+    body = message.get("body", b"")
+    received += len(body)
     if received > limit:
       raise _TooLarge()
+    if not seen and body:
+      window = tail + body
+      seen, tail = marker in window, window[-(len(marker) - 1):]
     return message
 
-  return Request(request.scope, receive)
+  return Request(request.scope, receive), lambda: seen
 
 
-def _error(status: int, message: str) -> JSONResponse:
-  return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, **extra) -> JSONResponse:
+  return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _split_host(value: str) -> tuple[str | None, int | None]:
+  """A Host header -> (name, port or None); (None, None) if malformed."""
+  name, _, port = value.rpartition(":") if not value.endswith("]") else (value, "", "")
+  if not name:
+    name, port = value, ""
+  if port and not (port.isascii() and port.isdigit() and len(port) <= 5):
+    return None, None
+  return (name.lower() or None), (int(port) if port else None)
+
+
+class _Guard:
+  """ASGI middleware: refuses requests whose Host is not this server's (DNS rebinding) or
+  whose Origin is another site's (cross-site posts) with 403, and logs one line per request
+  (`LOG`, rate-limited) with its status and time."""
+
+  def __init__(self, app, *, host: str, port: int | None, allow_hosts: Sequence[str],
+               allow_origins: Sequence[str]):
+    self.app, self.port = app, port
+    host = host.lower()
+    self.names = {f"[{host}]" if ":" in host else host, "localhost", "127.0.0.1", "[::1]"}
+    self.names |= {h.lower() for h in allow_hosts}
+    self.any_address = host in ("0.0.0.0", "::", "")  # listening everywhere: IPs are fine
+    if self.any_address:
+      self.names.add(socket.gethostname().lower())
+    self.origins = {o.lower().rstrip("/") for o in allow_origins}
+
+  def _host_ok(self, host: str) -> bool:
+    name, port = _split_host(host)
+    if name is None or (self.port is not None and (port or 80) != self.port):
+      return False
+    if "*" in self.names or name in self.names:
+      return True
+    try:
+      ipaddress.ip_address(name.strip("[]"))
+      return self.any_address
+    except ValueError:
+      return False
+
+  def problem(self, headers: Headers) -> str | None:
+    host = headers.get("host", "")
+    if not self._host_ok(host):
+      return (f"Host {_shown(host)} is not this server's address; start serve.py with "
+              f"--allow_host NAME to answer to another name")
+    origin = headers.get("origin")
+    if origin is not None:
+      origin = origin.lower().rstrip("/")
+      if origin not in (f"http://{host.lower()}", f"https://{host.lower()}") and not (
+          "*" in self.origins or origin in self.origins):
+        return (f"cross-origin request from {_shown(origin)} refused; start serve.py with "
+                f"--allow_origin {origin[:100]} to let that site's pages call this server")
+    return None
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    started, status = time.perf_counter(), 0
+
+    async def send_status(message):
+      nonlocal status
+      if message["type"] == "http.response.start":
+        status = message["status"]
+      await send(message)
+
+    try:
+      problem = self.problem(Headers(scope=scope))
+      if problem:
+        await _error(403, problem)(scope, receive, send_status)
+      else:
+        await self.app(scope, receive, send_status)
+    finally:
+      client = scope.get("client") or ("-", 0)
+      note = scope.get(_NOTE)
+      LOG.info("%s:%s %s %s %s %.0f ms%s", client[0], client[1], scope["method"][:16],
+               repr(scope["path"][:100])[1:-1], status or "-",
+               1000 * (time.perf_counter() - started), f" ({note})" if note else "")
+
+
+def describe_model(captioner) -> dict:
+  """What /info answers: step, decoder, vocabulary size, image size and a one-line
+  `summary` (the captioner's own if it has one, else built from those)."""
+  step, kind = getattr(captioner, "step", None), captioner.spec.kind
+  vocab_size = len(captioner.vocab)
+  summary = getattr(captioner, "summary", None)
+  summary = summary() if callable(summary) else summary
+  return {"summary": summary or f"decoder {kind}, {vocab_size} words, step {step}",
+          "step": step, "decoder": kind, "vocab_size": vocab_size,
+          "image_size": captioner.image_size}
+
+
+HINT = ("POST /caption with an image (multipart field 'image', one or more files, or the "
+        "file itself as the body) and optional decoding fields method, temperature, top_k, "
+        "seed, beam_size, alpha; GET / is the page, GET /health and GET /info describe the "
+        "server")
 
 
 def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
              max_wait_ms: float = MAX_WAIT_MS, max_upload_mb: float = 20,
-             max_pixels: int | None = None, encode_chunk: int | None = None,
-             warm: bool = True) -> Starlette:
+             max_pixels: int = MAX_PIXELS, max_decoding: int = MAX_DECODING,
+             encode_chunk: int | None = None, warm: bool = True, host: str = "127.0.0.1",
+             port: int | None = None, allow_hosts: Sequence[str] = (),
+             allow_origins: Sequence[str] = ()) -> Starlette:
   """The HTTP app; `captioner` is a `jaxcap.captioner.Captioner` (or anything as callable).
 
   Args:
     batch_sizes: the batch sizes compiled (at start-up when `warm`); the largest caps a call.
     max_wait_ms: how long an image waits for others to share its call.
     max_upload_mb: larger request bodies get 413 before they are read in full.
-    max_pixels: larger images get 400 before they are decoded (default: Pillow's
-      decompression-bomb warning limit, ~89 megapixels).
+    max_pixels: the most pixels an image may decode to: larger JPEGs decode reduced
+      (1/2 to 1/8), other larger images get 413 from their header, before decoding.
+    max_decoding: images decoded at once (each costs up to ~16 bytes per pixel).
     encode_chunk: images per encoder pass within a batch (default: `default_encode_chunk`).
+    warm: compile greedy, sampling and beam search (its default size) at every batch size
+      before serving; other beam sizes compile on first use.
+    host, port: where the server listens (port None: any); requests must name it (or
+      localhost) as their Host, or one of `allow_hosts` ("*": any).
+    allow_origins: other sites whose pages may call the server ("*": any); by default
+      only the server's own page may (a cross-origin Origin gets 403).
   """
   limit = int(max_upload_mb * 1024 * 1024)
   encode_chunk = default_encode_chunk() if encode_chunk is None else encode_chunk
-  max_pixels = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
   size = captioner.image_size
   vocab_size = len(captioner.vocab)
+  model = describe_model(captioner)
+  decoding_slots = threading.BoundedSemaphore(max_decoding)
+  disconnects = [0]
   with open(PAGE, encoding="utf-8") as f:
     page = f.read().replace("{{MAX_UPLOAD_MB}}", f"{max_upload_mb:g}")
 
   resize_method = image_files.resize_method_of(captioner.config.encoder)
 
   def prepare(data: bytes, name: str) -> np.ndarray:  # as the encoder saw images in training
-    return image_files.resize(image_files.decode_rgb(data, name, max_pixels), size, resize_method)
+    with decoding_slots:
+      rgb = image_files.decode_rgb(data, name, max_pixels)
+    return image_files.resize(rgb, size, resize_method)
+
+  async def read_form(request: Request, fields: list[tuple[str, str]]):
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary", b"")
+    request, closed = _limited(request, limit, b"--" + boundary + b"--" if boundary else b"")
+    form = await request.form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=32)
+    try:
+      if not closed():
+        raise _Reject(400, "the multipart body ends before its closing boundary (a cut-off "
+                           "upload?)")
+      uploads = []
+      for name, value in form.multi_items():
+        if name == "image":
+          if not isinstance(value, UploadFile):
+            raise _Reject(400, "field 'image' must be a file, not text")
+          uploads.append((await value.read(), value.filename or "image"))
+        elif isinstance(value, str):
+          fields.append((name, value))
+        else:
+          raise _Reject(400, f"field {_shown(name)} holds a file; only field 'image' takes "
+                             f"files")
+      if not uploads:
+        raise _Reject(400, "missing field 'image' (one or more image files)")
+      return uploads
+    finally:
+      await form.close()
 
   async def read(request: Request) -> tuple[list[tuple[bytes, str]], dict[str, str]]:
     """The uploaded files [(bytes, name)] and the decoding fields; _Reject if bad."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and (
+        int(declared) > limit):
       raise _Reject(413, f"upload of {int(declared)} bytes is over the limit of "
                          f"{max_upload_mb:g} MB")
-    request = _limited(request, limit)
-    fields = dict(request.query_params)
+    fields = list(request.query_params.multi_items())
     try:
       kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-      if kind != "multipart/form-data":  # the image itself (curl --data-binary sends it as
+      if kind == "multipart/form-data":
+        files = await read_form(request, fields)
+      else:  # the image itself (curl --data-binary sends it as
         # application/x-www-form-urlencoded, which cannot carry a file anyway)
-        body = await request.body()
+        body = await _limited(request, limit)[0].body()
         if not body:
           raise _Reject(400, "missing image: send multipart field 'image' or the image "
                              "file as the request body")
-        return [(body, "body")], fields
-      form = await request.form(max_files=MAX_IMAGES_PER_REQUEST, max_fields=32)
-      uploads = form.getlist("image")
-      fields.update((k, v) for k, v in form.multi_items() if k != "image" and
-                    isinstance(v, str))
-      if not uploads:
-        raise _Reject(400, "missing field 'image' (one or more image files)")
-      if any(not isinstance(u, UploadFile) for u in uploads):
-        raise _Reject(400, "field 'image' must be a file, not text")
-      return [(await u.read(), u.filename or "image") for u in uploads], fields
+        files = [(body, "body")]
     except _TooLarge:
       raise _Reject(413, f"upload is over the limit of {max_upload_mb:g} MB") from None
+    names = [name for name, _ in fields]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+      raise _Reject(400, f"field {_shown(twice)} given more than once; give each option once")
+    return files, dict(fields)
 
   async def caption(request: Request):
     batcher = request.app.state.batcher
@@ -359,8 +553,14 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         files, fields = await read(request)
         options = parse_options(fields, vocab_size)
         images = [await run_in_threadpool(prepare, data, name) for data, name in files]
+      except ClientDisconnect:  # nobody to answer; one note on the access line, a counter
+        disconnects[0] += 1
+        request.scope[_NOTE] = "client left during its upload"
+        return _error(400, "client disconnected during the upload")
       except _Reject as e:
         return _error(e.status, e.message)
+      except image_files.ImageTooLarge as e:
+        return _error(413, str(e))
       except (ValueError, image_files.ImageError) as e:  # options, images
         return _error(400, str(e))
       futures = [asyncio.wrap_future(batcher.submit(image, options)) for image in images]
@@ -373,13 +573,27 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     batcher = request.app.state.batcher
     return JSONResponse({"status": "ok", "step": getattr(captioner, "step", None),
                          "image_size": size, "batch_sizes": list(batcher.sizes),
-                         "calls": dict(sorted(batcher.batch_sizes.items()))})
+                         "calls": dict(sorted(batcher.batch_sizes.items())),
+                         "disconnects": disconnects[0]})
+
+  async def info(_: Request):
+    return JSONResponse({**model, "max_upload_mb": max_upload_mb, "max_pixels": max_pixels,
+                         "limits": {k: [low, vocab_size if high is None else high]
+                                    for k, (low, high) in LIMITS.items()}})
 
   async def index(_: Request):
     return HTMLResponse(page)
 
-  async def http_error(_: Request, exc: HTTPException):
-    return _error(exc.status_code, str(exc.detail))
+  async def http_error(request: Request, exc: HTTPException):
+    if exc.status_code == 404:
+      message = f"nothing at {_shown(request.url.path)}"
+    elif exc.status_code == 405:
+      message = (f"{request.method[:16]} is not allowed at {_shown(request.url.path)} "
+                 f"(allowed: {Headers(exc.headers or {}).get('allow', '?')})")
+    else:
+      message = str(exc.detail)
+    return JSONResponse({"error": message, "hint": HINT}, status_code=exc.status_code,
+                        headers=exc.headers)
 
   async def server_error(_: Request, exc: Exception):
     return _error(500, f"internal error: {type(exc).__name__}: {exc}")
@@ -392,20 +606,28 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         lambda images, options: _rows(captioner, images, options, sizes, encode_chunk), sizes,
         max_wait_ms / 1000)
     try:
-      if warm:  # every decoding batch size and every encoder chunk size
+      if warm:  # every decoding batch size and every encoder chunk size; each method
         chunks = chunk_sizes(encode_chunk) if encode_chunk else []
         counts = sorted(set(sizes) | {c for c in chunks if c <= sizes[-1]})
         await run_in_threadpool(batcher.warm, (size, size, 3), counts)
+        for method in ("sample", "beam"):
+          await run_in_threadpool(batcher.warm, (size, size, 3), sizes,
+                                  DecodeOptions(method))
       app.state.batcher = batcher
       yield
     finally:
       await run_in_threadpool(batcher.close)
 
-  app = Starlette(routes=[Route("/", index), Route("/health", health),
-                          Route("/caption", caption, methods=["POST"])],
-                  exception_handlers={HTTPException: http_error, Exception: server_error},
-                  lifespan=lifespan)
-  return app
+  middleware = [Middleware(_Guard, host=host, port=port, allow_hosts=allow_hosts,
+                           allow_origins=allow_origins)]
+  if allow_origins:  # answers other sites' pages can read, and their preflights
+    middleware.append(Middleware(CORSMiddleware, allow_origins=list(allow_origins),
+                                 allow_methods=["GET", "POST"]))
+  return Starlette(routes=[Route("/", index), Route("/health", health), Route("/info", info),
+                           Route("/caption", caption, methods=["POST"])],
+                   middleware=middleware,
+                   exception_handlers={HTTPException: http_error, Exception: server_error},
+                   lifespan=lifespan)
 
 
 @contextlib.contextmanager
