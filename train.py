@@ -103,7 +103,7 @@ def init_distributed():
 def main(argv):
   # pylint: disable=g-import-not-at-top
   from jaxcap.data import disk
-  from jaxcap.training import checkpoints, config_checks, stopping, workdir
+  from jaxcap.training import checkpoints, config_checks, workdir
   from jaxcap.training import loop as trainer
   # pylint: enable=g-import-not-at-top
   if len(argv) > 1:
@@ -118,9 +118,6 @@ def main(argv):
     config_checks.validate(FLAGS.config)  # before anything waits on other processes
     init_distributed()
     metrics = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except stopping.Interrupted as e:  # Ctrl-C or SIGTERM: one line, the shell's exit code
-    print(f"\n{e}", file=sys.stderr)
-    sys.exit(e.exit_code)
   except workdir.WorkdirBusyError as e:  # another run in this workdir: one line
     raise SystemExit(f"error: {e}") from None
   except (OSError, ValueError) as e:
@@ -134,4 +131,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt as e:
+    # Ctrl-C or SIGTERM in training (jaxcap.training.stopping.Interrupted, which says what was
+    # saved), or a Ctrl-C before its handler was set: one line, the shell's exit code.
+    print(f"\n{e or 'interrupted before training began; nothing to save'}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 130))

@@ -60,7 +60,10 @@ class Signals:
 
   def __enter__(self) -> "Signals":
     if threading.current_thread() is threading.main_thread():
-      self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+      # A SIGINT ignored by whoever started the process (nohup, `cmd &` in a script) stays
+      # ignored, as Python's own Ctrl-C handling leaves it.
+      self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS
+                        if signal.getsignal(s) is not signal.SIG_IGN or s != signal.SIGINT}
     return self
 
   def __exit__(self, *exc) -> None:
