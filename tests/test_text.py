@@ -39,10 +39,13 @@ def test_vocabulary_by_frequency_with_cap():
   assert vocab.to_text(ids) == "a red [UNK]"
 
 
-def test_to_ids_cuts_and_pads():
+def test_to_ids_cuts_keeping_end_and_pads():
   vocab = text.Vocabulary.build(["one two three four five"], 100)
+  # 7 tokens cut to 4: the model still sees where the caption stops.
   assert list(vocab.to_ids("one two three four five", 4)) == [
-      vocab.start_id, vocab.id("one"), vocab.id("two"), vocab.id("three")]
+      vocab.start_id, vocab.id("one"), vocab.id("two"), vocab.end_id]
+  assert list(vocab.to_ids("one two three four five", 7)) == [
+      vocab.start_id] + [vocab.id(w) for w in "one two three four five".split()] + [vocab.end_id]
   batch = vocab.to_ids_batch(["one", "two three"], 6)
   assert batch.shape == (2, 6) and batch[0, 3] == 0 and batch[0, 2] == vocab.end_id
 
@@ -72,3 +75,23 @@ def test_bad_vocabularies_are_refused():
 def test_normalize_matches_decoded_form():
   vocab = text.Vocabulary.build(["A Red  circle."], 20)
   assert vocab.to_text(vocab.to_ids("A Red  circle.", 10)) == text.normalize("A Red  circle.")
+
+
+def test_one_long_caption_cannot_outrank_common_words():
+  common = [f"a {colour} circle" for colour in ("red", "blue", "green")] * 10  # 30 captions
+  flood = " ".join(["zebra"] * 5000)  # one caption, 5,002 tokens
+  vocab = text.Vocabulary.build(common + [flood], 50, max_length=16)
+  # Counted as the model sees it, cut to 16 tokens (14 zebras and <end>), it weighs what any
+  # caption of 16 tokens weighs, below the words of the 30 ordinary captions...
+  assert vocab.tokens[2:7] == ["<end>", "<start>", "a", "circle", "zebra"]
+  assert vocab == text.Vocabulary.build(common + [" ".join(["zebra"] * 14)], 50)
+  # ... where counted whole, its 5,000 zebras would rank first.
+  assert text.Vocabulary.build(common + [flood], 50).tokens[2] == "zebra"
+
+
+def test_vocabulary_ties_are_alphabetical_whatever_the_caption_order():
+  captions = ["b a", "c d", "d c", "a b"]
+  assert text.Vocabulary.build(captions, 20).tokens == \
+      text.Vocabulary.build(captions[::-1], 20).tokens
+  assert text.Vocabulary.build(captions, 20).tokens[2:] == \
+      ["<end>", "<start>", "a", "b", "c", "d"]

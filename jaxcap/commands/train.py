@@ -2,18 +2,23 @@
 
 Any config field can be overridden, e.g. `--config.train.num_steps=200`. Re-running the same
 command resumes from the latest readable checkpoint in `--workdir` (a larger num_steps
-extends the run); one run at a time per workdir.
+extends the run); one run at a time per workdir. Ctrl-C (or SIGTERM) finishes the current
+step and saves a checkpoint there; a second Ctrl-C aborts at once.
 """
 
+import importlib.util
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcap.data import disk
-from jaxcap.training import checkpoints, config_checks, workdir
-from jaxcap.training import loop as trainer
+# jaxcap.training is imported in main and help: JAX takes seconds to import.
+# The repository's configs/ (jaxcap/commands/ is two levels below it).
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+    "quickstart.py")
+HELP = ("-h", "-help", "--help", "--helpshort", "--helpfull", "-?")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
@@ -40,8 +45,33 @@ def _unknown_override(argv, error: Exception) -> str:
           "field" + "".join(f"; {line}" for line in lines[1:]))
 
 
+def print_help(argv) -> None:
+  """The flags, then every config field (of --config's file, else the quickstart's) with its
+  default and allowed range."""
+  from jaxcap.training import config_help  # pylint: disable=g-import-not-at-top
+  path = DEFAULT_CONFIG
+  for i, arg in enumerate(argv[1:], 1):
+    if arg in ("--config", "-config") and i + 1 < len(argv):
+      path = argv[i + 1]
+    elif arg.startswith(("--config=", "-config=")):
+      path = arg.split("=", 1)[1]
+  file, *arg = path.split(":", 1)
+  if not os.path.isfile(file):
+    raise SystemExit(f"error: config file not found: {file}")
+  spec = importlib.util.spec_from_file_location("help_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(*arg)
+  flag_help = FLAGS.get_help() if "--helpfull" in argv else FLAGS.main_module_help()
+  print(f"{__doc__.strip()}\n\nflags:\n{flag_help}\n\n{config_help.describe(config, path)}")
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a missing config file or an unknown override as one line."""
+  """absl's flag parsing, with a missing config file or an unknown override as one line;
+  --help lists the config's fields and exits 0."""
+  if any(arg in HELP for arg in argv[1:]):
+    print_help(argv)
+    sys.exit(0)
   try:
     rest = FLAGS(argv)
   except flags.Error as e:
@@ -74,6 +104,11 @@ def init_distributed():
 
 def run(argv):
   """absl's main: trains by FLAGS."""
+  # pylint: disable=g-import-not-at-top
+  from jaxcap.data import disk
+  from jaxcap.training import checkpoints, config_checks, workdir
+  from jaxcap.training import loop as trainer
+  # pylint: enable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # jaxcap's warnings: skipped images, ...
@@ -100,8 +135,14 @@ def run(argv):
 
 def main(argv=None):
   """`jaxcap train ARGS` (argv: ARGS) or train.py (argv None: sys.argv); exits."""
-  app.run(run, argv=None if argv is None else [sys.argv[0]] + list(argv),
-          flags_parser=parse_flags)
+  try:
+    app.run(run, argv=None if argv is None else [sys.argv[0]] + list(argv),
+            flags_parser=parse_flags)
+  except KeyboardInterrupt as e:
+    # Ctrl-C or SIGTERM in training (jaxcap.training.stopping.Interrupted, which says what was
+    # saved), or a Ctrl-C before its handler was set: one line, the shell's exit code.
+    print(f"\n{e or 'interrupted before training began; nothing to save'}", file=sys.stderr)
+    sys.exit(getattr(e, "exit_code", 130))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def build_data(config, feature_fn: Callable[[np.ndarray], jax.Array], workdir: s
     features, kept = split_features(config, split, feature_fn, workdir)
     extracted[name] = (features, [split.captions[i] for i in kept], kept)
   train_captions = [c for caps in extracted["train"][1] for c in caps]
-  vocab = text.Vocabulary.build(train_captions, config.model.vocab_size)
+  vocab = text.Vocabulary.build(train_captions, config.model.vocab_size,
+                               max_length=config.model.max_length)
   sets = {
       name: pipeline.make_caption_set(
           feats, caps, vocab, config.model.max_length,

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcap.data import image_files
+from jaxcap.data import image_files, text
 from jaxcap.data.text import Vocabulary
 
 
@@ -48,12 +48,15 @@ class CaptionSet:
   image_index: (N,) int, the image of each example (several captions may share one).
   tokens: (N, L) int32 caption ids (`<start>` ... `<end>`, 0-padded).
   captions: the N caption texts; references[i]: every caption of example i's image.
+  lengths: (N,) int, each caption's length in tokens (`<start>`, `<end>` included) before
+    it was cut to L; None where unknown.
   """
   features: np.ndarray
   image_index: np.ndarray
   tokens: np.ndarray
   captions: list[str]
   references: list[list[str]]
+  lengths: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -164,8 +167,35 @@ def make_caption_set(features: np.ndarray, captions: Sequence[Sequence[str]],
       rows.append(i)
       texts.append(caption)
       refs.append(list(image_captions))
-  return CaptionSet(features, np.asarray(rows, np.int64), vocab.to_ids_batch(texts, max_length),
-                    texts, refs)
+  tokenized = [text.tokenize(caption) for caption in texts]
+  tokens = np.zeros((len(texts), max_length), np.int32)
+  for row, caption_tokens in enumerate(tokenized):
+    tokens[row] = vocab.encode(caption_tokens, max_length)
+  return CaptionSet(features, np.asarray(rows, np.int64), tokens, texts, refs,
+                    lengths=np.asarray([len(t) for t in tokenized], np.int64))
+
+
+def summary(sets: dict[str, CaptionSet], vocab: Vocabulary, max_length: int) -> str:
+  """What a run trains on, in two lines: examples per split, the vocabulary size, the
+  training captions' lengths and how many were cut at `max_length`; logs a warning naming
+  the longest caption when any was cut."""
+  splits = ", ".join(f"{name} {len(data)} examples ({len(np.unique(data.image_index))} images)"
+                     for name, data in sets.items())
+  train = sets["train"]
+  lengths = train.lengths
+  p50, p90, p99 = (int(np.ceil(p)) for p in np.percentile(lengths, [50, 90, 99]))
+  long_rows = np.flatnonzero(lengths > max_length)
+  if len(long_rows):
+    longest = int(long_rows[np.argmax(lengths[long_rows])])
+    caption = train.captions[longest]
+    logging.warning("%d training caption(s) are longer than model.max_length = %d tokens and "
+                    "were cut to it (<end> kept); the longest, %d tokens: %r", len(long_rows),
+                    max_length, lengths[longest],
+                    caption if len(caption) <= 80 else caption[:77] + "...")
+  return (f"data: {splits}; vocabulary {len(vocab)} tokens (padding, [UNK], <start>, <end> "
+          f"included)\ntraining captions: {lengths.min()} to {lengths.max()} tokens with "
+          f"<start>/<end> (median {p50}, 90th percentile {p90}, 99th {p99}); {len(long_rows)} "
+          f"longer than model.max_length = {max_length}, cut to it")
 
 
 def trim_to_bucket(tokens: np.ndarray, buckets: Sequence[int]) -> np.ndarray:

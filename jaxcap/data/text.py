@@ -4,6 +4,11 @@ The seed (Keras `TextVectorization`) wraps each caption as ``"<start> " + captio
 lower-cases it, deletes every character of one punctuation class and splits on whitespace.
 Ids 0 and 1 are reserved for padding ``''`` and ``[UNK]``; the rest are tokens by descending
 frequency. Ties are broken alphabetically so that a vocabulary is reproducible.
+
+A caption longer than the model's `max_length` tokens is cut to it with its `<end>` kept
+(`cut`), and the vocabulary counts the tokens of the cut captions, the ones the model trains
+on: one very long caption counts no more than any caption of `max_length` tokens, so it
+cannot push the common words down the ranking.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ def tokenize(caption: str) -> list[str]:
   return standardize(wrap(caption)).split()
 
 
+def cut(tokens: Sequence[str], length: int) -> list[str]:
+  """The first `length` tokens; a longer caption keeps its last token (`<end>`) in place of
+  its `length`-th, so the model still learns where it stops."""
+  tokens = list(tokens)
+  return tokens if len(tokens) <= length else tokens[:length - 1] + tokens[-1:]
+
+
 class Vocabulary:
   """Token <-> id mapping. ``tokens[0] == ''`` (padding) and ``tokens[1] == '[UNK]'``."""
 
@@ -60,13 +72,16 @@ class Vocabulary:
     self._ids = {t: i for i, t in enumerate(tokens)}
 
   @classmethod
-  def build(cls, captions: Iterable[str], max_size: int) -> "Vocabulary":
-    """The `max_size` most frequent tokens (padding and `[UNK]` included) of `captions`."""
+  def build(cls, captions: Iterable[str], max_size: int,
+            max_length: int | None = None) -> "Vocabulary":
+    """The `max_size` most frequent tokens (padding and `[UNK]` included) of `captions`, each
+    caption cut to `max_length` tokens first (`cut`; None: whole captions)."""
     if max_size < 4:
       raise ValueError(f"max_size must leave room for padding, [UNK], <start>, <end>: {max_size}")
     counts = collections.Counter()
     for caption in captions:
-      counts.update(tokenize(caption))
+      tokens = tokenize(caption)
+      counts.update(tokens if max_length is None else cut(tokens, max_length))
     ranked = sorted(counts, key=lambda t: (-counts[t], t))
     return cls([PAD, UNK] + ranked[: max_size - 2])
 
@@ -88,8 +103,13 @@ class Vocabulary:
     return self._ids.get(token, UNK_ID)
 
   def to_ids(self, caption: str, length: int) -> np.ndarray:
-    """Caption -> int32 ids (length,): wrapped, standardized, padded with 0 or cut."""
-    ids = [self.id(t) for t in tokenize(caption)][:length]
+    """Caption -> int32 ids (length,): wrapped, standardized, padded with 0 or cut (`<end>`
+    kept)."""
+    return self.encode(tokenize(caption), length)
+
+  def encode(self, tokens: Sequence[str], length: int) -> np.ndarray:
+    """`tokenize`'s tokens -> int32 ids (length,), padded with 0 or cut (`cut`)."""
+    ids = [self.id(t) for t in cut(tokens, length)]
     return np.asarray(ids + [PAD_ID] * (length - len(ids)), dtype=np.int32)
 
   def to_ids_batch(self, captions: Sequence[str], length: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, Callable
 
 from jaxcap import training
-from jaxcap.data import sources
+from jaxcap.data import image_files, sources
 from jaxcap.decoding import options as decode_options
 from jaxcap.model import decoders, encoders
 from jaxcap.ranges import BOOL, INT, STRING, integer, is_int, number, one_of
@@ -73,6 +73,7 @@ CHECKS: list[Check] = [
            ("data.cache_dir", STRING),
            ("data.path", STRING),
            ("encoder.weights", STRING),
+           ("encoder.resize", one_of(*image_files.RESIZE_METHODS)),
            ("encoder.image_size", IMAGE_SIZE),
            ("model.decoder", one_of(*decoders.REGISTRY)),
            # every decoder's options (0: the reading decoder's default)

@@ -18,7 +18,7 @@ from jaxcap import decoding, training
 from jaxcap.data import build, disk, pipeline
 from jaxcap.evaluation import captioning, metrics
 from jaxcap.model import decoders, encoders
-from jaxcap.training import checkpoints, config_checks, faults, logs, scst
+from jaxcap.training import checkpoints, config_checks, faults, logs, scst, stopping
 from jaxcap.training import workdir as workdir_lib
 
 
@@ -94,10 +94,12 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) in `workdir`; returns the last logged metrics.
 
-  Raises workdir.WorkdirBusyError if another run holds the workdir's lock.
+  SIGINT (Ctrl-C) or SIGTERM finishes the current step, saves a checkpoint at it and raises
+  stopping.Interrupted; a second one raises it at once. Raises workdir.WorkdirError if the
+  workdir cannot be written, workdir.WorkdirBusyError if another run holds its lock.
   """
   config_checks.validate(config)  # every bad value at once, before any work
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir)
   # One trainer per workdir: a second one would clear the first's checkpoint in flight
   # (orbax's start-up cleanup) and interleave the logs. Process 0 holds it for a multi-host run.
   lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else None
@@ -105,15 +107,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if lock and lock.previous:
       print(f"note: the last run here (pid {lock.previous['pid']} on {lock.previous['host']}, "
             f"started {lock.previous['started']}) did not finish cleanly")
-    return _train_and_evaluate(config, workdir)
+    with stopping.Signals() as signals:
+      return _train_and_evaluate(config, workdir, signals)
   finally:
     if lock:
       lock.release()
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        signals: stopping.Signals) -> dict:
   encoder, _, feature_fn = encoders.load(config.encoder)
   vocab, sets = build.build_data(config, feature_fn, workdir)
+  if jax.process_index() == 0:
+    print(pipeline.summary(sets, vocab, config.model.max_length))
   train_set, val_set = sets["train"], sets.get("val")  # None: no validation, no best/ copy
   spec = decoders.spec_from_config(config.model, vocab_size=len(vocab),
                                    feature_dim=encoder.FEATURE_DIM,
@@ -154,6 +160,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   bar = tqdm.tqdm(total=num_steps, initial=start, desc="training", unit="step",
                   dynamic_ncols=True, disable=not primary)
   window_start, window_losses = time.perf_counter(), []
+  shown = {}  # on the bar: the latest value of each metric
+  signals.deferring = True  # a signal now stops the loop between steps (below)
   try:
     for step in range(start, num_steps):
       if step < ce_steps:
@@ -170,34 +178,43 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       window_losses.append(loss)
       bar.update(1)
       done = step + 1
+      row = {}  # this step's metrics: training ones every log_every, validation eval_every
       if done % config.train.log_every == 0 or done == num_steps:
         train_loss = float(np.mean([float(l[0]) for l in window_losses]))
         elapsed = time.perf_counter() - window_start
-        last = {"step": done, "train_loss": train_loss,
-                # what the last step used (inject_hyperparams keeps it in the state)
-                "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
-                "steps_per_sec": len(window_losses) / elapsed,
-                **(phase.pop_scalars() if phase else {})}
+        row = {"train_loss": train_loss,
+               # what the last step used (inject_hyperparams keeps it in the state)
+               "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
+               "steps_per_sec": len(window_losses) / elapsed,
+               **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
-        if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
-          last["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
-                                           config.train.batch_size, config.train.length_buckets)
-          last.update(validate(training.unreplicate(state).params, spec, val_set, vocab,
-                               config))
-          if last["val_cider"] > best_cider:
-            best_cider = last["val_cider"]
-            best.save(done, dict(meta, val_cider=best_cider),
-                      params=jax.device_get(training.unreplicate(state.params)))
-            # Committed before anything else of this step is written, so that a crash leaves
-            # one of a few known states (see `resume`), not a race between two saves.
-            best.wait()
-        bar.set_postfix({k: round(v, 4) for k, v in last.items() if k != "step"})
+      if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
+        row["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
+                                        config.train.batch_size, config.train.length_buckets)
+        row.update(validate(training.unreplicate(state).params, spec, val_set, vocab, config))
+        if row["val_cider"] > best_cider:
+          best_cider = row["val_cider"]
+          best.save(done, dict(meta, val_cider=best_cider),
+                    params=jax.device_get(training.unreplicate(state.params)))
+          # Committed before anything else of this step is written, so that a crash leaves
+          # one of a few known states (see `resume`), not a race between two saves.
+          best.wait()
+      if row:
+        last = {"step": done, **row}
+        shown.update(row)
+        # 3 significant digits, in scientific notation where needed: 3e-05, not 0.
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
         with disk.writing(workdir, "the metrics log"):
-          writer.write(done, {k: v for k, v in last.items() if k != "step"})
+          writer.write(done, row)
         faults.point(f"metrics.after_write:{done}")
-      if done % config.train.checkpoint_every == 0 or done == num_steps:
+      # A signal stops the run here, with a checkpoint at the step reached (so metrics.jsonl
+      # holds no row that the resumed run will write again).
+      if (done % config.train.checkpoint_every == 0 or done == num_steps
+          or signals.signum is not None):
         host = jax.device_get(training.unreplicate(state))
         ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
+      if signals.signum is not None and done < num_steps:
+        raise stopping.Interrupted(signals.signum, done)
   finally:
     bar.close()
     writer.close()

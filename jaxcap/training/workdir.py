@@ -1,4 +1,5 @@
-"""The lock that keeps a training workdir to one run at a time."""
+"""A training workdir: checked writable at start-up (`prepare`), and the lock that keeps it
+to one run at a time."""
 
 from __future__ import annotations
 
@@ -7,13 +8,45 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 
 LOCK_FILE = "lock"
+# The folders a run writes into besides the workdir itself (checkpoints.LATEST, BEST).
+WRITTEN = ("checkpoints", "best")
 
 
 class WorkdirBusyError(RuntimeError):
   """Another process is training in this workdir."""
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used: a file, or a folder this process cannot write in."""
+
+
+def prepare(workdir: str) -> None:
+  """Creates `workdir` if need be and checks, before any work, that the run can write in it
+  and in those of its `WRITTEN` folders that exist (a read-only one would otherwise fail
+  only at the first checkpoint, minutes in). Raises WorkdirError, one line."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"--workdir {workdir} is a file; name a folder (it is created if "
+                       "missing)")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:  # a parent is a file, read-only, ...
+    raise WorkdirError(f"cannot create the workdir {workdir}: {e.strerror or e}") from None
+  for path in [workdir] + [os.path.join(workdir, name) for name in WRITTEN]:
+    if path != workdir and not os.path.lexists(path):
+      continue  # created inside a writable workdir when first needed
+    if not os.path.isdir(path):
+      raise WorkdirError(f"{path} is not a folder; move it away (the run keeps its "
+                         "checkpoints there)")
+    try:
+      with tempfile.TemporaryFile(dir=path, prefix=".write-test-"):
+        pass
+    except OSError as e:
+      raise WorkdirError(f"cannot write in {path} ({e.strerror or e}); make it writable "
+                         "(e.g. chmod -R u+w) or use another --workdir") from None
 
 
 class Lock:
