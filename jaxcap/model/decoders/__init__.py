@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from jaxcap import ranges
 from jaxcap.model import layers
+from jaxcap.model.layers import Params
 
-Params = dict
 KINDS = ("gru", "gru_mha", "transformer")
 GRU_KINDS = ("gru", "gru_mha")
 # The options (`DecoderSpec` fields after the sizes) each kind reads; in a spec, the others

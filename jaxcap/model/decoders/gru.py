@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcap.model import layers
+from jaxcap.model.layers import Params
 
-Params = dict
 
 
 def _keras_fused_init(base, gates: int = 3):

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcap.model import layers
+from jaxcap.model.layers import Params
 
-Params = dict
 EPSILON = 1e-6  # LayerNorm epsilon, as in Flax and most Transformer code
 
 
