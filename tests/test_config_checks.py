@@ -4,7 +4,7 @@ import dataclasses
 import importlib
 
 import pytest
-from test_train import run  # a script in a subprocess from the repository root
+from helpers import run  # a script in a subprocess from the repository root
 
 from jaxcap.decoding import options as decode_options
 from jaxcap.training import config_checks

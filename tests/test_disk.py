@@ -5,7 +5,7 @@ import errno
 import os
 
 import pytest
-from test_train import run, train_cmd
+from helpers import run, train_cmd
 
 from jaxcap.data import disk
 

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import PIL.Image
 import pytest
-from test_train import run  # a repository script in a subprocess
+from helpers import run  # a repository script in a subprocess
 
 from bench import emoji_dataset
 from configs import emoji as emoji_config

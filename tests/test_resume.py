@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train import ROOT
+from helpers import ROOT
 
 from jaxcap.data import shapes
 from jaxcap.training import checkpoints

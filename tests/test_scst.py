@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
-from test_train import run, train_cmd  # train.py in a subprocess on tiny shapes
+from helpers import run, train_cmd  # train.py in a subprocess on tiny shapes
 
 from jaxcap.data import text
 from jaxcap.training import checkpoints, scst

@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from starlette.testclient import TestClient
-from test_train import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
+from helpers import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap.captioner import Captioner
 from jaxcap.data import shapes
