@@ -46,6 +46,7 @@ def test_old_checkpoints_go_away_whole(tmp_path):
   assert reader.restore_meta(5) == {"step": 5}
 
 
+@pytest.mark.slow
 def test_killed_while_removing_an_old_checkpoint(tmp_path):
   # The child process dies (SIGKILL) halfway through removing a dropped checkpoint, after
   # one of its files is gone: the moment at which orbax's own in-place deletion would leave

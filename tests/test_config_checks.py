@@ -126,6 +126,7 @@ def test_trainer_checks_before_any_work(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,line", [
     (["--config", "configs/nope.py"], "error: config file not found: configs/nope.py"),
     (["--config", "configs/quickstart.py", "--config.train.bogus=1"],

@@ -65,6 +65,7 @@ def test_render_refuses_what_the_font_lacks(emoji):
     assert drawn(emoji[name].codepoints) is not None, name
 
 
+@pytest.mark.slow
 def test_builds_a_jsonl_image_set(emoji, tmp_path):
   out = tmp_path / "emoji"
   (out / "feature_cache" / "mobilenet_v2_224px").mkdir(parents=True)  # an earlier drawing's

@@ -93,6 +93,7 @@ def final_params(workdir):
   return params
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   single = subprocess.run([sys.executable] + ARGS + ["--workdir", str(tmp_path / "one")],

@@ -30,6 +30,8 @@ from jaxcap.data import shapes
 from jaxcap.decoding.options import DecodeOptions
 from jaxcap.serving import app as serve
 
+pytestmark = pytest.mark.slow  # a trained workdir, a server, chromium
+
 SIZES = (1, 4, 16)  # fewer compiled sizes than the server's default keeps start-up short
 
 

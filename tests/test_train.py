@@ -10,6 +10,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from helpers import run, train_cmd  # train.py / sample.py in a subprocess on tiny shapes
 from jaxcap.training import checkpoints
 
+pytestmark = pytest.mark.slow  # train.py in subprocesses
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -13,6 +13,8 @@ import pytest
 import skimage.data
 from helpers import run  # train.py / sample.py in a subprocess from the repository root
 
+pytestmark = pytest.mark.slow  # train.py and sample.py in subprocesses
+
 PHOTOS = {  # name -> (image, file format, captions)
     "coffee": (skimage.data.coffee, "JPEG", ["a cup of coffee on a saucer", "an espresso"]),
     "chelsea": (skimage.data.chelsea, "PNG", ["a cat looking to the side", "a tabby cat"]),
