@@ -22,6 +22,7 @@ def scalars(acc, tag):
   return [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_scalars_and_config_read_back(tmp_path):
   writer = logs.Writer(str(tmp_path), CONFIG)
   writer.write(10, {"train_loss": 2.5, "learning_rate": 1e-3, "steps_per_sec": 4.0})
