@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from jaxcap import training
 from jaxcap.data import pipeline, text
