@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 
 # old path -> the module that holds its code now
@@ -91,3 +92,49 @@ def decoder_spec_from_sizes(meta: dict):
       max_length=meta["config"]["model"]["max_length"],
       grid_position_embedding=bool(sizes.get("position_embedding", False)),
       init_hidden_from_image=bool(sizes.get("init_hidden", False)))
+
+
+# Pre-release workdirs and configs. Each shim below reads one thing that older jaxcap wrote
+# and nothing writes any more; the modules that read workdirs and configs call it. This module
+# imports no JAX (`import jaxcap` runs it), so the shims import what they need when called.
+
+# Checkpoints written before params had their own item: a step directory held one `state`
+# item, TrainState(step, params, opt_state), and an `rng` item (no longer needed).
+LEGACY_STATE_ITEM = "state"
+
+
+def is_legacy_state_checkpoint(step_dir: str) -> bool:
+  """Whether the checkpoint step directory `step_dir` has the old single `state` item."""
+  return os.path.isdir(os.path.join(step_dir, LEGACY_STATE_ITEM))
+
+
+def restore_legacy_state(manager, step: int, params=None, opt_state=None):
+  """(params, opt_state) of an old-layout checkpoint (`is_legacy_state_checkpoint`).
+
+  `manager`: the orbax CheckpointManager of its folder. With templates (`params`,
+  `opt_state`), both are restored shaped like them; without, params come back as saved and
+  opt_state is None.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  template = (None if params is None else
+              {"step": 0, "params": params, "opt_state": opt_state})
+  state = manager.restore(step, args=ocp.args.Composite(**{
+      LEGACY_STATE_ITEM: ocp.args.StandardRestore(template)}))[LEGACY_STATE_ITEM]
+  return state["params"], (None if params is None else state["opt_state"])
+
+
+def decoding_of_sample_section(sample) -> dict:
+  """`DecodeOptions` fields for a config older than its `decoding` section, whose `sample`
+  section held {greedy: bool, top_k: int, temperature: float}."""
+  return {"method": "greedy" if sample.greedy else "sample", "top_k": sample.top_k,
+          "temperature": sample.temperature}
+
+
+# Configs older than the `encoder.resize` field: jaxcap's only resize then was Pillow's.
+RESIZE_BEFORE_ENCODER_RESIZE = "pil_bilinear"
+
+
+def resize_of_encoder_config(encoder_config) -> str:
+  """The config's `encoder.resize`, or the resize of configs written before that field
+  (unchecked: see `jaxcap.data.image_files.resize_method_of`)."""
+  return encoder_config.get("resize", RESIZE_BEFORE_ENCODER_RESIZE)

@@ -2,12 +2,14 @@
 
 import jax
 import numpy as np
+import pytest
 
 from bench import profile_train
 from jaxcap import training
 from jaxcap.model import decoders
 
 
+@pytest.mark.slow
 def test_groups_of_a_small_train_step():
   vocab = 97
   spec = decoders.DecoderSpec("gru", vocab_size=vocab, units=8, feature_dim=6)

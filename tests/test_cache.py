@@ -76,6 +76,7 @@ def reference():
                                               batch_size=4)
 
 
+@pytest.mark.slow
 def test_killed_halfway_then_completed(tmp_path):
   killed = run(tmp_path, kill_after=23)
   assert killed.returncode == -9
@@ -115,6 +116,7 @@ def test_written_but_unmarked_row_is_recomputed(tmp_path):
   np.testing.assert_allclose(got[3], expected[3], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_training_loss_same_from_cache(tmp_path):
   namespace, (expected, kept) = reference()
   split, fn = namespace["split"], namespace["feature_fn"]
@@ -135,6 +137,7 @@ def test_training_loss_same_from_cache(tmp_path):
   np.testing.assert_allclose(loss_cached, loss_direct, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_killed_between_data_flush_and_valid_flush(tmp_path):
   killed = run(tmp_path, crash_at=3)  # batches 1 and 2 marked, batch 3 written, not marked
   assert killed.returncode == -9, killed.stderr

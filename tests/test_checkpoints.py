@@ -1,5 +1,5 @@
-"""Checkpoints: their items, SIGKILL during old-checkpoint removal, damaged files, and the
-layout written before params had their own item."""
+"""Checkpoints: their items, SIGKILL during old-checkpoint removal, damaged files (the layout
+written before params had their own item: tests/test_compat.py)."""
 
 import os
 import signal
@@ -46,6 +46,7 @@ def test_old_checkpoints_go_away_whole(tmp_path):
   assert reader.restore_meta(5) == {"step": 5}
 
 
+@pytest.mark.slow
 def test_killed_while_removing_an_old_checkpoint(tmp_path):
   # The child process dies (SIGKILL) halfway through removing a dropped checkpoint, after
   # one of its files is gone: the moment at which orbax's own in-place deletion would leave
@@ -96,23 +97,6 @@ def test_params_restore_alone_as_saved(tmp_path):
     params = reader.restore_params(step)  # no template: the tree as saved
     assert set(params) == {"w", "b"}
     np.testing.assert_array_equal(params["b"], state(step)["b"])
-
-
-def test_layout_before_params_had_their_own_item_still_restores(tmp_path):
-  # What jaxcap wrote until now: one "state" item (step, params, opt_state) and an "rng".
-  directory = tmp_path / checkpoints.LATEST
-  manager = ocp.CheckpointManager(directory)
-  legacy = {"step": np.int32(7), "params": state(7), "opt_state": state(-7)}
-  manager.save(7, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(legacy), rng=ocp.args.ArraySave(np.zeros(2, np.uint32)),
-      meta=ocp.args.JsonSave({"step": 7})))
-  manager.wait_until_finished()
-  manager.close()
-  reader = checkpoints.Checkpoints(tmp_path, read_only=True)
-  np.testing.assert_array_equal(reader.restore_params(7)["w"], state(7)["w"])
-  params, opt_state = reader.restore_training(7, state(0), state(0))
-  np.testing.assert_array_equal(params["b"], state(7)["b"])
-  np.testing.assert_array_equal(opt_state["b"], state(-7)["b"])
 
 
 def _data_files(item):

@@ -4,7 +4,7 @@ import dataclasses
 import importlib
 
 import pytest
-from test_train import run  # a script in a subprocess from the repository root
+from helpers import run  # a script in a subprocess from the repository root
 
 from jaxcap.decoding import options as decode_options
 from jaxcap.training import config_checks
@@ -126,6 +126,7 @@ def test_trainer_checks_before_any_work(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,line", [
     (["--config", "configs/nope.py"], "error: config file not found: configs/nope.py"),
     (["--config", "configs/quickstart.py", "--config.train.bogus=1"],

@@ -26,6 +26,7 @@ def model(request):
   return spec, params, features, tokens
 
 
+@pytest.mark.slow
 def test_step_by_step_equals_teacher_forced(model):
   spec, params, features, tokens = model
   full, full_attention = decoders.teacher_forced_logits(params, spec, features, tokens)
@@ -39,6 +40,7 @@ def test_step_by_step_equals_teacher_forced(model):
   np.testing.assert_allclose(np.asarray(full_attention).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_later_tokens_do_not_change_earlier_outputs(model):
   """Causality: what position t predicts depends on tokens <= t only."""
   spec, params, features, tokens = model
@@ -49,6 +51,7 @@ def test_later_tokens_do_not_change_earlier_outputs(model):
   assert float(jnp.abs(a[:, 5:] - b[:, 5:]).max()) > 1e-4
 
 
+@pytest.mark.slow
 def test_the_image_matters(model):
   spec, params, features, tokens = model
   a, _ = decoders.teacher_forced_logits(params, spec, features, tokens)
@@ -56,6 +59,7 @@ def test_the_image_matters(model):
   assert float(jnp.abs(a[0] - b[0]).max()) > 1e-4
 
 
+@pytest.mark.slow
 def test_dropout_only_with_a_key(model):
   spec, params, features, tokens = model
   plain, _ = decoders.teacher_forced(params, spec, features, tokens)
@@ -66,6 +70,7 @@ def test_dropout_only_with_a_key(model):
   assert differs == (spec.dropout > 0)
 
 
+@pytest.mark.slow
 def test_cached_step_cost_does_not_grow_with_length():
   """A Transformer step attends to cached keys: its FLOPs are a small fraction of re-running
   the whole prefix, and the same at every position (one compiled program, index traced)."""

@@ -62,6 +62,7 @@ def ended_rows(tokens):
   return len(ended), all((row[np.flatnonzero(row == END)[0] + 1:] == 0).all() for row in ended)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,top_k,temperature", [
     ("greedy", 0, 1.0), ("sample", 10, 1.0), ("sample", 3, 0.7), ("sample", 0, 1.3)])
 def test_loop_equals_python_reference(model, method, top_k, temperature):
@@ -81,6 +82,7 @@ def test_loop_equals_python_reference(model, method, top_k, temperature):
   np.testing.assert_allclose(sums[~generated], 0.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_end_masking_with_some_rows_finished_and_some_not(model):
   spec, params, features = model
   # Bias <end> so that it wins the first step for about half of the images.
@@ -101,12 +103,14 @@ def test_end_masking_with_some_rows_finished_and_some_not(model):
     assert (tokens[tokens[:, 0] == END, 1:] == 0).all(), method
 
 
+@pytest.mark.slow
 def test_beam_one_equals_greedy(model):
   greedy, _, _ = run(model, DecodeOptions("greedy"))
   beam1, _, _ = run(model, DecodeOptions("beam", beam_size=1))
   np.testing.assert_array_equal(beam1, greedy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 4])
 def test_beam_never_worse_than_greedy(model, k):
   spec, params, features = model
@@ -128,6 +132,7 @@ def test_beam_never_worse_than_greedy(model, k):
   np.testing.assert_allclose(first_word, teacher_attention[:, 0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_length_penalty_is_applied():
   """Beam-search logic, the same for every decoder; checked on the one (the GRU) whose
   random initialisation finishes captions at several lengths."""
@@ -163,6 +168,7 @@ def test_one_while_loop_in_jaxpr(model, method):
   assert jaxpr.count("while[") == 1
 
 
+@pytest.mark.slow
 def test_early_exit_when_all_done(model, monkeypatch):
   """With <end> forced, the loop must stop after one iteration, not run MAX steps."""
   spec, params, features = model
@@ -184,6 +190,7 @@ def test_early_exit_when_all_done(model, monkeypatch):
   assert len(calls) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("top_k,temperature", [(3, 1.0), (4, 0.5), (0, 2.0)])
 def test_sampling_frequencies_follow_softmax_of_top_k_over_temperature(top_k, temperature):
   logits = jnp.array([[2.0, 1.0, 0.5, 0.0, -1.0, 1.5]])
@@ -201,6 +208,7 @@ def test_sampling_frequencies_follow_softmax_of_top_k_over_temperature(top_k, te
   np.testing.assert_allclose(counts, expected, atol=0.015)
 
 
+@pytest.mark.slow
 def test_caption_images_compiles_encoder_and_loop_together(model):
   spec, params, _ = model
   w = jax.random.normal(jax.random.key(5), (3, D))
@@ -225,6 +233,7 @@ def test_caption_images_compiles_encoder_and_loop_together(model):
   assert "cumsum" in inner and "while[" in inner  # ... holding the encoder and the loop
 
 
+@pytest.mark.slow
 def test_caption_features_pads_the_last_batch(model):
   spec, params, features = model
   whole, _, _ = run(model, DecodeOptions("greedy"))

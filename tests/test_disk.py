@@ -5,7 +5,7 @@ import errno
 import os
 
 import pytest
-from test_train import run, train_cmd
+from helpers import run, train_cmd
 
 from jaxcap.data import disk
 
@@ -37,6 +37,7 @@ def test_orbax_error_names_the_checkpoint_step():
       "no space left on device writing the checkpoint /w/best/4; ")
 
 
+@pytest.mark.slow
 def test_train_py_full_disk_is_one_line(tmp_path):
   workdir = tmp_path / "w"
   workdir.mkdir()

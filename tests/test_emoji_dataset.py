@@ -10,7 +10,7 @@ import re
 import numpy as np
 import PIL.Image
 import pytest
-from test_train import run  # a repository script in a subprocess
+from helpers import run  # a repository script in a subprocess
 
 from bench import emoji_dataset
 from configs import emoji as emoji_config
@@ -65,6 +65,7 @@ def test_render_refuses_what_the_font_lacks(emoji):
     assert drawn(emoji[name].codepoints) is not None, name
 
 
+@pytest.mark.slow
 def test_builds_a_jsonl_image_set(emoji, tmp_path):
   out = tmp_path / "emoji"
   (out / "feature_cache" / "mobilenet_v2_224px").mkdir(parents=True)  # an earlier drawing's

@@ -158,6 +158,7 @@ def test_resize_contract():
     image_files.resize(np.full((4, 4, 3), 300, np.int32), 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket"])
 def test_tf_bilinear_is_tf_image_resize(name):
   # The seed's preprocessing, `tf.image.resize(img, (S, S)) / 255`, run by TensorFlow itself.

@@ -31,6 +31,7 @@ def keras_model_and_file(tmp_path_factory):
   return model, path
 
 
+@pytest.mark.slow
 def test_features_equal_keras(keras_model_and_file):
   model, path = keras_model_and_file
   params = irv2.load_params(path)

@@ -14,6 +14,8 @@ import seed_keras
 from jaxcap import training
 from jaxcap.model import decoders
 
+pytestmark = pytest.mark.slow  # builds the seed's Keras models
+
 V, U, P, D, L, B = 37, 16, 9, 24, 8, 4
 HEADS, KEY_DIM = 3, 5  # key_dim * heads != units on purpose: the shapes must not coincide
 SPECS = {

@@ -2,16 +2,25 @@
 
 import jax
 import jax.numpy as jnp
-import keras
 import numpy as np
 import pytest
 
 from jaxcap.model import layers
 
+# Keras takes seconds to import: it loads with the first test that asks for it, not when
+# `pytest -m "not slow"` collects this file.
+pytestmark = pytest.mark.slow
+
 RNG = np.random.default_rng(0)
 
 
-def test_dense_equals_keras():
+@pytest.fixture(scope="module")
+def keras():
+  import keras  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  return keras
+
+
+def test_dense_equals_keras(keras):
   x = RNG.normal(size=(2, 3, 5)).astype(np.float32)
   dense = keras.layers.Dense(4)
   dense.build(x.shape)
@@ -23,7 +32,7 @@ def test_dense_equals_keras():
   np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_dot_attention_equals_keras_attention():
+def test_dot_attention_equals_keras_attention(keras):
   query = RNG.normal(size=(2, 4, 8)).astype(np.float32)  # (B, T, D)
   value = RNG.normal(size=(2, 6, 8)).astype(np.float32)  # (B, P, D)
   context, scores = keras.layers.Attention()([query, value], return_attention_scores=True)
@@ -36,7 +45,7 @@ def test_dot_attention_equals_keras_attention():
   np.testing.assert_allclose(one[:, 0], np.asarray(context)[:, :1], rtol=1e-5, atol=1e-5)
 
 
-def test_layer_norm_equals_keras():
+def test_layer_norm_equals_keras(keras):
   x = (RNG.normal(size=(3, 7)) * 4 + 2).astype(np.float32)
   norm = keras.layers.LayerNormalization(epsilon=layers.KERAS_LAYER_NORM_EPSILON)
   norm.build(x.shape)
@@ -55,12 +64,12 @@ def test_layer_norm_equals_keras():
                 - np.asarray(layers.layer_norm(ones, flat))).max() > 0.5
 
 
-def test_residual_add_equals_keras_add():
+def test_residual_add_equals_keras_add(keras):
   x, y = RNG.normal(size=(2, 3, 4)), RNG.normal(size=(2, 3, 4))
   np.testing.assert_allclose(layers.residual_add(x, y), keras.layers.Add()([x, y]), rtol=1e-6)
 
 
-def test_cross_entropy_terms_equal_keras_over_real_tokens():
+def test_cross_entropy_terms_equal_keras_over_real_tokens(keras):
   logits = RNG.normal(size=(2, 5, 11)).astype(np.float32)
   targets = np.array([[4, 2, 7, 0, 0], [1, 9, 0, 0, 0]])
   total, count = layers.cross_entropy_terms(logits, targets)

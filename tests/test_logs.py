@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -22,6 +23,7 @@ def scalars(acc, tag):
   return [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_scalars_and_config_read_back(tmp_path):
   writer = logs.Writer(str(tmp_path), CONFIG)
   writer.write(10, {"train_loss": 2.5, "learning_rate": 1e-3, "steps_per_sec": 4.0})
@@ -49,6 +51,7 @@ def test_scalars_and_config_read_back(tmp_path):
                     "steps_per_sec": 5.0, "val_cider": 0.25, "val_bleu4": 0.125}]
 
 
+@pytest.mark.slow
 def test_resumed_run_replaces_the_steps_after_its_checkpoint(tmp_path):
   first = logs.Writer(str(tmp_path), CONFIG)
   for step in (2, 4, 6):  # steps 5-6 are lost: the run dies after its checkpoint at step 4

@@ -70,6 +70,7 @@ def assert_scores_equal(got, expected, keys=metrics.KEYS):
     assert abs(got[key] - expected[key]) < 1e-9, (key, got[key], expected[key])
 
 
+@pytest.mark.slow
 def test_scores_equal_pycocoevalcap(reference, capsys):
   expected, _, _ = reference
   got = metrics.score(REFERENCES, CANDIDATES, use_java=True)
@@ -79,6 +80,7 @@ def test_scores_equal_pycocoevalcap(reference, capsys):
   assert capsys.readouterr().out == ""  # pycocoevalcap's prints are silenced
 
 
+@pytest.mark.slow
 def test_python_tokenizer_gives_java_tokens(reference):
   _, gts, res = reference
   for k, captions in REFERENCES.items():
@@ -87,6 +89,7 @@ def test_python_tokenizer_gives_java_tokens(reference):
   assert ptb_tokenizer.tokenize(REFERENCES, use_java=False) == gts
 
 
+@pytest.mark.slow
 def test_without_java_scores_match_and_meteor_is_unavailable(reference):
   expected, _, _ = reference
   got = metrics.score(REFERENCES, CANDIDATES, use_java=False)
@@ -166,6 +169,7 @@ def run_cli(*args):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_json(tmp_path, reference):
   expected, _, _ = reference
   ann, res = write_fixture(tmp_path)

@@ -4,11 +4,13 @@ also far from initialisation, where the loss depends on what the model has learn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcap import training
 from jaxcap.model import decoders
 
 
+@pytest.mark.slow
 def test_bfloat16_loss_and_training_follow_float32():
   rng = np.random.default_rng(0)
   features = rng.normal(size=(8, 9, 32)).astype(np.float32)

@@ -23,6 +23,7 @@ def photo(name):
   return image_files.resize(getattr(skimage.data, name)(), mobilenet_v2.IMAGE_SIZE)
 
 
+@pytest.mark.slow
 def test_real_weights_classify_real_photos(params):
   batch = np.stack([photo("coffee"), photo("chelsea")])
   top1 = np.asarray(jax.jit(mobilenet_v2.classify)(params, batch)).argmax(-1)
@@ -30,6 +31,7 @@ def test_real_weights_classify_real_photos(params):
   assert top1[1] in CATS, top1
 
 
+@pytest.mark.slow
 def test_features_shape_and_consistency_with_classifier(params):
   batch = np.stack([photo("astronaut"), photo("rocket")])
   feats = jax.jit(mobilenet_v2.features)(params, batch)
@@ -39,6 +41,7 @@ def test_features_shape_and_consistency_with_classifier(params):
   assert (np.asarray(feats) >= 0).all() and (np.asarray(feats) <= 6).all()  # ReLU6 output
 
 
+@pytest.mark.slow
 def test_depthwise_matches_grouped_convolution(params):
   block = params["blocks"][3]["depthwise"]
   x = jax.random.normal(jax.random.key(0), (2, 14, 14, block["kernel"].shape[-1]))

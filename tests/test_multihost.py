@@ -70,6 +70,7 @@ def run_processes(args_of, env):
   return [out for out, _ in outputs]
 
 
+@pytest.mark.slow
 def test_each_process_feeds_its_own_rows():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   address = f"127.0.0.1:{free_port()}"
@@ -93,6 +94,7 @@ def final_params(workdir):
   return params
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   single = subprocess.run([sys.executable] + ARGS + ["--workdir", str(tmp_path / "one")],

@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from jaxcap import training
 from jaxcap.data import pipeline, text
@@ -39,6 +40,7 @@ def test_train_batches_are_a_function_of_seed_and_step():
       pipeline.train_batch(data, 2, 3, 6)[1], pipeline.train_batch(data, 2, 4, 6)[1])
 
 
+@pytest.mark.slow
 def test_bucket_trimming_keeps_the_loss():
   vocab, data = make_set()
   tokens = data.tokens

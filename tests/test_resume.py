@@ -15,11 +15,13 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train import ROOT
+from helpers import ROOT
 
 from jaxcap.data import shapes
 from jaxcap.training import checkpoints
 from jaxcap.training import workdir as workdir_lib
+
+pytestmark = pytest.mark.slow  # train.py killed and resumed in subprocesses
 
 # Tiny and fast: 32 px images (a 1x1 grid), 8 units, constant learning rate so that a rerun
 # with a larger num_steps trains exactly like the first run did.

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from pycocoevalcap.cider.cider_scorer import CiderScorer
-from test_train import run, train_cmd  # train.py in a subprocess on tiny shapes
+from helpers import run, train_cmd  # train.py in a subprocess on tiny shapes
 
 from jaxcap.data import text
 from jaxcap.training import checkpoints, scst
@@ -134,6 +134,7 @@ def _policy_loss(params, tokens, rewards, base, end_id):
   return scst.scst_loss(log_p, scst.sample_mask(tokens, end_id), rewards, base)
 
 
+@pytest.mark.slow
 def test_gradient_is_zero_when_every_sample_scores_the_baseline():
   key = jax.random.key(0)
   params = jax.random.normal(key, (2, 5, 7))
@@ -148,6 +149,7 @@ def test_gradient_is_zero_when_every_sample_scores_the_baseline():
   assert float(jnp.abs(grads).max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_scst_raises_the_reward_on_a_tiny_problem():
   refs = [["a dog runs on the grass"], ["a red ball near a cat"], ["the small cat runs"]]
   vocab = text.Vocabulary.build([r for rs in refs for r in rs], 20)
@@ -179,6 +181,7 @@ def test_scst_raises_the_reward_on_a_tiny_problem():
 
 
 # "gru" runs end to end in the next test.
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,baseline", [("gru_mha", "mean"), ("transformer", "greedy")])
 def test_phase_step_for_other_decoders(kind, baseline):
   from configs import quickstart  # pylint: disable=g-import-not-at-top
@@ -223,6 +226,7 @@ def test_phase_step_for_other_decoders(kind, baseline):
   assert jax.tree.structure(first) == jax.tree.structure(before)
 
 
+@pytest.mark.slow
 def test_training_continues_with_scst_and_resumes(tmp_path):
   cmd = lambda *extra: train_cmd(tmp_path, "--config.train.num_steps=4",
                                             "--config.train.scst_batch_size=8", *extra)

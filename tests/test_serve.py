@@ -26,12 +26,14 @@ import numpy as np
 import PIL.Image
 import pytest
 from starlette.testclient import TestClient
-from test_train import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
+from helpers import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap.captioner import Captioner
 from jaxcap.data import shapes
 from jaxcap.decoding.options import DecodeOptions
 from jaxcap.serving import app as serve
+
+pytestmark = pytest.mark.slow  # a trained workdir, a server, chromium
 
 SIZES = (1, 4, 16)  # fewer compiled sizes than the server's default keeps start-up short
 

@@ -86,6 +86,7 @@ def test_jsonl_non_utf8_byte_names_file_and_line(tmp_path):
     sources.splits(config, 8, "pil_bilinear")
 
 
+@pytest.mark.slow
 def test_jsonl_hashed_split_is_stable(tmp_path):
   path = tmp_path / "d.jsonl"
   path.write_text("".join(json.dumps({"image": f"{i}.jpg", "caption": "c"}) + "\n"

@@ -2,6 +2,7 @@
 
 import ml_collections
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from jaxcap.data import image_files, pipeline, sources
@@ -31,6 +32,7 @@ def fake_coco(self, split, **unused):
   return tf.data.Dataset.from_generator(examples, output_signature=signature)
 
 
+@pytest.mark.slow
 def test_mock_coco_captions():
   config = ml_collections.ConfigDict({"source": "tfds_coco", "use_restval": True})
   with tfds.testing.mock_data(as_dataset_fn=fake_coco):

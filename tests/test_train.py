@@ -3,32 +3,14 @@
 Crashes (SIGKILL at fixed points) and damaged checkpoints: test_resume.py."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from helpers import run, train_cmd  # train.py / sample.py in a subprocess on tiny shapes
 from jaxcap.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--config.data.num_train=96", "--config.data.num_val=32", "--config.data.num_test=8",
-    "--config.model.units=16", "--config.train.batch_size=16",
-    "--config.train.log_every=2", "--config.train.eval_every=4",
-    "--config.train.eval_examples=16", "--config.train.checkpoint_every=4",
-]
-
-
-def run(args, **kwargs):
-  return subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
-                        timeout=600, **kwargs)
-
-
-def train_cmd(workdir, *extra):
-  return ["train.py", "--config", "configs/quickstart.py", "--workdir", str(workdir)] + TINY + \
-      list(extra)
+pytestmark = pytest.mark.slow  # train.py in subprocesses
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-from test_train import run  # train.py / sample.py in a subprocess from the repository root
+from helpers import run  # train.py / sample.py in a subprocess from the repository root
+
+pytestmark = pytest.mark.slow  # train.py and sample.py in subprocesses
 
 PHOTOS = {  # name -> (image, file format, captions)
     "coffee": (skimage.data.coffee, "JPEG", ["a cup of coffee on a saucer", "an espresso"]),

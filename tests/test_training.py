@@ -66,6 +66,7 @@ def test_pack_batch_trims_trailing_padding_to_a_multiple_of_8():
   np.testing.assert_array_equal(trimmed, tokens[..., :16])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gru", "gru_mha", "transformer"])
 def test_packed_loss_and_gradients_equal_the_padded_ones(kind):
   """Projecting only the real positions gives the padded computation's loss (1e-6 relative)

@@ -30,6 +30,7 @@ def hold(path):
   return proc
 
 
+@pytest.mark.slow
 def test_second_process_is_refused_and_told_who_holds_it(tmp_path):
   holder = hold(tmp_path)
   try:
@@ -47,6 +48,7 @@ def test_second_process_is_refused_and_told_who_holds_it(tmp_path):
   lock.release()
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_is_stale(tmp_path):
   holder = hold(tmp_path)
   holder.send_signal(signal.SIGKILL)

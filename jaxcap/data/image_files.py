@@ -23,6 +23,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from jaxcap import compat
+
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -169,7 +171,6 @@ def _decode(source, name: str, max_pixels: int | None) -> np.ndarray:
 
 
 RESIZE_METHODS = ("tf_bilinear", "pil_bilinear")
-DEFAULT_RESIZE = "pil_bilinear"  # jaxcap's only resize before `encoder.resize` existed
 
 
 def check_resize_method(method: str) -> str:
@@ -182,8 +183,8 @@ def check_resize_method(method: str) -> str:
 
 def resize_method_of(encoder_config) -> str:
   """How images are resized to the encoder's input size (`RESIZE_METHODS`): the config's
-  `encoder.resize`, checked; configs older than that field used Pillow's."""
-  return check_resize_method(encoder_config.get("resize", DEFAULT_RESIZE))
+  `encoder.resize`, checked (configs older than that field: see `jaxcap.compat`)."""
+  return check_resize_method(compat.resize_of_encoder_config(encoder_config))
 
 
 def _tf_axis(in_size: int, out_size: int):
@@ -211,7 +212,7 @@ def _tf_bilinear(arr: np.ndarray, size: int) -> np.ndarray:
   return top + (bottom - top) * wy[:, :, None]
 
 
-def resize(rgb: np.ndarray, size: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
+def resize(rgb: np.ndarray, size: int, method: str = "pil_bilinear") -> np.ndarray:
   """uint8 (H, W, 3) -> float32 (size, size, 3) in [0, 1].
 
   Bilinear by `method` (see `RESIZE_METHODS`), aspect ratio not kept, then / 255: the seed's
@@ -239,7 +240,7 @@ def resize(rgb: np.ndarray, size: int, method: str = DEFAULT_RESIZE) -> np.ndarr
   return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
-def load_image(path: str | os.PathLike, size: int, method: str = DEFAULT_RESIZE) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: int, method: str = "pil_bilinear") -> np.ndarray:
   """An image file -> float32 (size, size, 3) in [0, 1], ready for an encoder.
 
   Raises ImageError (see `load_rgb`).

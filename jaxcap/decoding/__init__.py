@@ -16,6 +16,10 @@ _MODULES = ("jaxcap.decoding.options", "jaxcap.decoding.loop")
 def __getattr__(name: str):
   if name.startswith("__"):
     raise AttributeError(name)
+  if name in ("options", "loop", "beam"):
+    # `from jaxcap.decoding import options` asks for the attribute first: load that
+    # submodule alone, not the loop (and JAX) while looking for a name `options`.
+    return importlib.import_module(f"{__name__}.{name}")
   for module_name in _MODULES:
     module = importlib.import_module(module_name)
     if hasattr(module, name):

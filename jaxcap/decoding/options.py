@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from jaxcap import ranges
+from jaxcap import compat, ranges
 
 METHODS = ("greedy", "sample", "beam")
 # What each field of DecodeOptions allows: checked by DecodeOptions itself and, for a config's
@@ -63,8 +63,7 @@ class DecodeOptions:
     """The options of a training config's `decoding` section (or the older `sample` one)."""
     if "decoding" in config:
       return cls(**dict(config.decoding))
-    s = config.sample  # workdirs trained before `decoding` existed
-    return cls("greedy" if s.greedy else "sample", top_k=s.top_k, temperature=s.temperature)
+    return cls(**compat.decoding_of_sample_section(config.sample))
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# A parameter pytree: nested dicts of arrays (one name for every module's signatures).
+Params = dict
+
 # keras.layers.LayerNormalization's default (Flax's is 1e-6).
 KERAS_LAYER_NORM_EPSILON = 1e-3
 
@@ -165,8 +168,9 @@ def scaled_attention(query: jax.Array, key: jax.Array, value: jax.Array,
 
 
 def init_attention(key: jax.Array, units: int, num_heads: int, head_dim: int) -> dict:
-  """Fresh `multi_head_attention` params for width `units` (U), H heads of K, as
-  keras.layers.MultiHeadAttention initialises them: glorot_uniform kernels, zero biases.
+  """Fresh multi-head attention params (`heads`, `merge_heads`) for width `units` (U), H heads
+  of K, as keras.layers.MultiHeadAttention initialises them: glorot_uniform kernels, zero
+  biases.
 
   {'query', 'key', 'value': {'kernel': (U, H, K), 'bias': (H, K)},
    'output': {'kernel': (H, K, U), 'bias': (U,)}}
@@ -177,21 +181,3 @@ def init_attention(key: jax.Array, units: int, num_heads: int, head_dim: int) ->
   proj = lambda key: {"kernel": glorot(key, (u, h, k)), "bias": jnp.zeros((h, k))}
   return {"query": proj(kq), "key": proj(kk), "value": proj(kv),
           "output": {"kernel": glorot(ko, (h, k, u)), "bias": jnp.zeros((u,))}}
-
-
-def multi_head_attention(params: dict, query: jax.Array, value: jax.Array,
-                         mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """`keras.layers.MultiHeadAttention(num_heads, key_dim)(query, value)` (key = value).
-
-  Args:
-    params: {'query', 'key', 'value': see `heads`; 'output': see `merge_heads`}.
-    query: (..., T, D); value: (..., S, D_v).
-    mask: see `scaled_attention`.
-
-  Returns:
-    output (..., T, D) and weights (..., H, T, S).
-  """
-  context, weights = scaled_attention(
-      heads(params["query"], query), heads(params["key"], value), heads(params["value"], value),
-      mask)
-  return merge_heads(params["output"], context), weights

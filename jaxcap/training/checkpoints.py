@@ -33,6 +33,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import path as ocp_path
 
+from jaxcap import compat
 from jaxcap.data.text import Vocabulary
 from jaxcap.model import decoders
 from jaxcap.training import faults
@@ -51,7 +52,6 @@ class UnreadableCheckpointError(ValueError):
 LATEST, BEST = "checkpoints", "best"
 _DELETING = "deleting"
 UNREADABLE = "unreadable"
-_LEGACY_STATE = "state"  # before params had their own item: TrainState(step, params, opt_state)
 
 
 def _remove_tree(path: str) -> None:
@@ -173,18 +173,14 @@ class Checkpoints:
 
   def restore_params(self, step: int) -> Any:
     """The decoder parameters of a checkpoint, as saved (no template, no optimizer)."""
-    if self._legacy(step):
-      return self._restore(step, **{_LEGACY_STATE: ocp.args.StandardRestore()})[
-          _LEGACY_STATE]["params"]
+    if compat.is_legacy_state_checkpoint(self.step_dir(step)):
+      return compat.restore_legacy_state(self._manager, step)[0]
     return self._restore(step, params=ocp.args.StandardRestore())["params"]
 
   def restore_training(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any]:
     """(params, opt_state) of a checkpoint, shaped like the given templates."""
-    if self._legacy(step):
-      template = {"step": 0, "params": params, "opt_state": opt_state}
-      state = self._restore(step, **{_LEGACY_STATE: ocp.args.StandardRestore(template)})[
-          _LEGACY_STATE]
-      return state["params"], state["opt_state"]
+    if compat.is_legacy_state_checkpoint(self.step_dir(step)):
+      return compat.restore_legacy_state(self._manager, step, params, opt_state)
     restored = self._restore(step, params=ocp.args.StandardRestore(params),
                              opt_state=ocp.args.StandardRestore(opt_state))
     return restored["params"], restored["opt_state"]
@@ -251,9 +247,6 @@ class Checkpoints:
 
   def _restore(self, step: int, **items) -> Any:
     return self._manager.restore(step, args=ocp.args.Composite(**items))
-
-  def _legacy(self, step: int) -> bool:
-    return os.path.isdir(os.path.join(self.step_dir(step), _LEGACY_STATE))
 
   def _purge_deleted(self) -> None:
     """Removes the old checkpoints orbax moved to `deleting/`; one process does it."""

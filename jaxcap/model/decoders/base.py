@@ -17,8 +17,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import jax
 
 from jaxcap import ranges
-
-Params = dict
+from jaxcap.model.layers import Params  # noqa: F401  (decoder modules read it from here)
 DEFAULT_NUM_HEADS = 4
 DEFAULT_NUM_LAYERS = 2
 DROPOUT = ranges.number(0, 1, high_open=True)  # a rate; config_checks reads it too
