@@ -148,7 +148,7 @@ class Captioner:
 
   def __init__(self, params, spec: decoders.DecoderSpec, vocab: text.Vocabulary | Sequence[str],
                encoder: str | Any, encoder_params=None, *, image_size: int | None = None,
-               resize_method: str = image_files.DEFAULT_RESIZE,
+               resize_method: str = "pil_bilinear",
                options: decoding.DecodeOptions | None = None, card: dict | None = None,
                config: ml_collections.ConfigDict | None = None, step: int | None = None,
                batch_sizes: Sequence[int] = BATCH_SIZES, encode_chunk: int | None = None):

@@ -27,6 +27,8 @@ import time
 import numpy as np
 from flax import serialization
 
+from jaxcap import compat
+
 FORMAT = "jaxcap-model"
 VERSION = 1
 CIDER_SCALE = 100  # CIDEr as COCO tables show it (88.6, not 0.886): the display scale
@@ -111,7 +113,8 @@ def model_card(workdir: str, meta: dict, step: int, trained: float | None = None
       "data": {"source": data["source"],
                **{k: v for k, v in data.items() if k.startswith("num_") or k == "path"}},
       "vocabulary": {"tokens": len(vocab), "words": words},
-      "decoder": meta.get("spec", {}).get("kind", "gru"),
+      "decoder": (meta["spec"]["kind"] if "spec" in meta
+                  else compat.decoder_spec_from_sizes(meta).kind),
       "encoder": meta["encoder"],
       "steps": step,
       "validation": validation,

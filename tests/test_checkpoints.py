@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxcap.training import checkpoints

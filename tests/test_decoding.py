@@ -9,30 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import B, D, END, MAX, P, START, U, V, make_model  # noqa: F401
 
 from jaxcap import decoding
 from jaxcap.decoding import beam
 from jaxcap.decoding.options import DecodeOptions
 from jaxcap.model import decoders
-
-V, U, P, D, B, MAX = 19, 16, 6, 10, 8, 10
-START, END = 2, 3
-
-
-def make_model(kind):
-  extra = {"gru": {}, "gru_mha": {"num_heads": 2},
-           "transformer": {"num_heads": 2, "num_layers": 1}}[kind]
-  spec = decoders.DecoderSpec(kind, vocab_size=V, units=U, feature_dim=D,
-                              positions=P, max_length=MAX, **extra)
-  params = decoders.init(jax.random.key(1), spec)
-  # Sharper distributions, and <end> likely enough that some captions finish early and some
-  # do not; greedy and beam then disagree often.
-  params["logits"]["kernel"] = params["logits"]["kernel"] * 3
-  params["logits"]["bias"] = params["logits"]["bias"].at[END].set(1.0)
-  params["logits"]["bias"] = params["logits"]["bias"].at[START].set(-1e4)  # as if trained
-  features = jax.random.normal(jax.random.key(2), (B, P, D))
-  return spec, params, features
-
 
 @pytest.fixture(scope="module", params=decoders.KINDS)
 def model(request):

@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from test_train import run, train_cmd  # train.py in a subprocess from the repository root
+from helpers import run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap import Captioner, export
 from jaxcap.data import shapes

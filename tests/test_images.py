@@ -7,7 +7,6 @@ import skimage.data
 from PIL import Image
 
 from jaxcap.data import image_files
-from jaxcap.model import encoders
 
 
 def save(tmp_path, name, img, **kw):

@@ -1,15 +1,14 @@
 """The rooms import only downward: ranges -> model -> data -> decoding -> evaluation ->
-training -> captioner -> serving -> cli, with no cycle between modules (jaxcap/__init__ and
+training -> export -> captioner -> serving -> cli -> commands -> __main__, with no cycle between modules (jaxcap/__init__ and
 jaxcap/compat, which stand beside the rooms, are left out)."""
 
 import ast
 import os
 
-import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxcap")
-ROOMS = ("ranges", "model", "data", "decoding", "evaluation", "training", "captioner",
-         "serving", "cli")
+ROOMS = ("ranges", "model", "data", "decoding", "evaluation", "training", "export", "captioner",
+         "serving", "cli", "commands", "__main__")
 OUTSIDE = ("jaxcap", "jaxcap.compat")
 
 

@@ -10,7 +10,7 @@ import contextlib
 import jax
 import numpy as np
 import pytest
-from test_decoding import END, MAX, START, make_model
+from helpers import END, MAX, START, make_model
 
 from jaxcap import decoding
 from jaxcap.decoding.options import DecodeOptions

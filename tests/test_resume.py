@@ -4,7 +4,6 @@ Every kill lands at a named point (`jaxcap.training.faults`, JAXCAP_FAULT=name:s
 sleep: inside a checkpoint save before its rename, right after it, after a metrics row.
 """
 
-import json
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import ROOT, TINY_RESUME as TINY, metrics_rows, train  # noqa: F401
 
 from jaxcap.data import shapes
 from jaxcap.training import checkpoints
@@ -23,35 +22,7 @@ from jaxcap.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow  # train.py killed and resumed in subprocesses
 
-# Tiny and fast: 32 px images (a 1x1 grid), 8 units, constant learning rate so that a rerun
-# with a larger num_steps trains exactly like the first run did.
-TINY = [
-    "--config.data.num_train=48", "--config.data.num_val=16", "--config.data.num_test=0",
-    "--config.encoder.image_size=32", "--config.model.units=8",
-    "--config.train.batch_size=8", "--config.train.lr_schedule=constant",
-    "--config.train.log_every=2", "--config.train.eval_every=4",
-    "--config.train.eval_examples=16", "--config.train.checkpoint_every=4",
-    "--config.train.keep_checkpoints=2",
-]
 KILLED = -signal.SIGKILL
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  # One persistent compilation cache for the many short runs of this module: each run then
-  # compiles nothing twice.
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-
-
-def train(env, workdir, *flags, fault=None, popen=False):
-  cmd = [sys.executable, "train.py", "--config", "configs/quickstart.py",
-         "--workdir", str(workdir)] + TINY + list(flags)
-  env = dict(env, JAXCAP_FAULT=fault) if fault else env
-  if popen:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def sample(env, workdir, *flags):
@@ -61,10 +32,6 @@ def sample(env, workdir, *flags):
       [sys.executable, "sample.py", "--workdir", str(workdir), "--greedy", "--cache_dir", "",
        "--image", images[0][0]] + list(flags),
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def metrics_rows(workdir):
-  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def final_state(workdir, step):

@@ -22,6 +22,7 @@ import time
 import zlib
 
 import httpx2 as httpx
+import jax
 import numpy as np
 import PIL.Image
 import pytest

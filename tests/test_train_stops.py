@@ -10,8 +10,7 @@ import sys
 import time
 
 import pytest
-from test_resume import TINY, env, metrics_rows, train  # pylint: disable=unused-import
-from test_train import ROOT
+from helpers import ROOT, TINY_RESUME as TINY, metrics_rows, train  # noqa: F401
 
 from jaxcap.training import checkpoints, stopping
 from jaxcap.training import workdir as workdir_lib

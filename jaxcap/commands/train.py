@@ -82,7 +82,7 @@ def parse_flags(argv):
     raise SystemExit(f"error: {_unknown_override(argv, e)}") from None
   try:
     FLAGS.config.get("seed")  # the file is loaded lazily; a failure shows on first use
-  except OSError as e:
+  except OSError:
     path = FLAGS["config"].config_filename
     if not os.path.isfile(path):
       raise SystemExit(f"error: config file not found: {path}") from None

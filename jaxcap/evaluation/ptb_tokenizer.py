@@ -191,7 +191,7 @@ _RULES = [
     ("apo_word", rf"{_APOS}[nN]{_APOS}"),  # rock 'n' roll
     ("apo_word", rf"{_APOS}[2-9]0[sS]"),  # '90s
     ("apo_word", rf"{_APOS}\d\d(?=\s)"),  # '98
-    ("apo_t", rf"(?P<tok>'[tT])(?=(?P<la>[iI][sS]|[wW][aA][sS]))"),  # 'tis, 'twas
+    ("apo_t", r"(?P<tok>'[tT])(?=(?P<la>[iI][sS]|[wW][aA][sS]))"),  # 'tis, 'twas
     ("abbrev", rf"(?P<tok>(?i:ph\.d\.))(?=(?P<la>{_L}*)[\s\S])"),  # "Ph.D.s" -> ph.d. s
     ("abbrev", rf"(?:{_CAPITALIZED})\."),
     ("abbrev", rf"(?:{_NOT_UPPER})\."),

@@ -41,7 +41,6 @@ from starlette.routing import Route
 from jaxcap import decoding
 from jaxcap.data import image_files
 from jaxcap.decoding.options import DecodeOptions
-from jaxcap.model import encoders
 
 BATCH_SIZES = (1, 4, 8, 16, 32)  # compiled at start-up; a batch is padded up to one of them
 MAX_WAIT_MS = 5.0  # how long the first image of a batch waits for company
