@@ -1,4 +1,4 @@
-"""The pmap-ped train step on 4 fake CPU devices equals 1 device on the same global batch."""
+"""The train step on a mesh of 4 fake CPU devices equals 1 device on the same global batch."""
 
 import os
 import subprocess
@@ -19,15 +19,18 @@ SCRIPT = textwrap.dedent("""
     spec = decoders.DecoderSpec("gru", vocab_size=V, units=U, feature_dim=D)
     params = decoders.init(jax.random.key(0), spec)
     optimizer = training.keras_adam(1e-2)
-    step = training.make_train_step(optimizer, spec)
 
     def run(n):
-      state = training.replicate(training.init_state(params, optimizer), jax.local_devices()[:n])
+      mesh = training.data_mesh(jax.devices()[:n])
+      state = training.init_train_state(params, optimizer, mesh)
+      step = training.TrainStep(optimizer, spec, mesh=mesh)
       losses = []
       for _ in range(3):
-        state, loss = step(state, training.shard(features, n), training.shard(tokens, n))
-        losses.append(float(jax.block_until_ready(loss)[0]))  # block: no queued collectives
-      return training.unreplicate(state).params, losses
+        state, metrics = step(state, features, tokens)  # waits: no queued collectives
+        losses.append(metrics["loss"])
+      leaf = jax.tree.leaves(state.params)[0]
+      assert leaf.sharding.mesh.size == n and leaf.sharding.is_fully_replicated
+      return jax.device_get(state.params), losses
 
     p4, l4 = run(4)
     p1, l1 = run(1)
