@@ -215,7 +215,7 @@ def test_phase_step_for_other_decoders(kind, baseline):
   # Parameters moved, and a rerun from the same state takes exactly the same steps.
   assert any(np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(first.params),
                                                       jax.tree.leaves(before.params)))
-  again = run(parallel.replicate(before, phase.mesh))
+  again = run(parallel.put_replicated(before, phase.mesh))
   for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
     np.testing.assert_array_equal(a, b)
   # The state keeps the cross-entropy optimizer's structure (checkpoints restore into it).

@@ -146,7 +146,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   phase = (scst.Phase(config, train_set, vocab, spec, jax.random.key(config.seed),
                       compute_dtype=dtype, host_share=host_share, mesh=mesh)
            if num_steps > max(start, ce_steps) else None)
-  state = parallel.replicate(state, mesh)
+  state = parallel.put_replicated(state, mesh)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:

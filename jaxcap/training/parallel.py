@@ -40,7 +40,7 @@ def local_devices(mesh: Mesh) -> int:
   return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
 
 
-def replicate(tree, mesh: Mesh):
+def put_replicated(tree, mesh: Mesh):
   """A copy of `tree` (the same value in every process) on every device of `mesh`."""
   # Through the host: device_put accepts host values for a mesh that spans processes.
   return jax.device_put(jax.device_get(tree), replicated(mesh))

@@ -172,7 +172,7 @@ def init_train_state(params, optimizer, mesh: Mesh | None = None) -> TrainState:
   """The train state of `params` (a pytree of float32 arrays, e.g. `decoders.init`): step 0,
   `optimizer.init(params)`, replicated on every device of `mesh` (default: all devices).
   What `TrainStep`, `make_train_step` and `make_step` take."""
-  return parallel.replicate(init_state(params, optimizer), mesh or parallel.data_mesh())
+  return parallel.put_replicated(init_state(params, optimizer), mesh or parallel.data_mesh())
 
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
