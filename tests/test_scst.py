@@ -108,7 +108,8 @@ def test_cider_d_rejects_empty_corpus():
 
 def test_baselines():
   rewards = np.array([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
-  np.testing.assert_allclose(policy_loss.baseline(rewards, "mean"), [[4.0, 3.5, 1.5], [1.5, 1.5, 0.0]])
+  np.testing.assert_allclose(policy_loss.baseline(rewards, "mean"),
+                             [[4.0, 3.5, 1.5], [1.5, 1.5, 0.0]])
   np.testing.assert_allclose(policy_loss.baseline(rewards, "greedy", np.array([2.0, 1.0])),
                              [[2.0] * 3, [1.0] * 3])
   with pytest.raises(ValueError):

@@ -53,7 +53,8 @@ def test_train_step_takes_host_arrays_and_gives_floats():
   losses = []
   for _ in range(5):
     state, metrics = step(state, features, tokens)
-    assert isinstance(metrics["loss"], float) and metrics["count"] == 4 * 4  # 4 real targets a caption
+    # 4 real targets a caption (the 5 tokens shifted by one)
+    assert isinstance(metrics["loss"], float) and metrics["count"] == 4 * 4
     losses.append(metrics["loss"])
   assert losses[-1] < losses[0] and int(state.step) == 5
   # The same loss as the plain function on the same batch, before any update.
