@@ -3,7 +3,7 @@
     python bench/profile_train.py [--length 64] [--captions coco|full] [--decoder gru]
                                   [--steps 3] [--trace_dir DIR]
 
-Runs jaxcap's pmapped train step (the one `train.py` runs) at the seed's sizes, records a
+Runs jaxcap's data-parallel train step (the one `train.py` runs) at the seed's sizes, records a
 `jax.profiler` trace (viewable in TensorBoard / xprof from `--trace_dir`), reads it back with
 `jax.profiler.ProfileData` and adds up each XLA op's time per step. Every op is put in one
 group by what the compiled HLO says about it (its `op_name` and its shape):
@@ -138,23 +138,22 @@ def main(argv=None) -> int:
   spec = train_bench.decoder_spec(args.decoder, args.length)
   params = decoders.init(jax.random.key(0), spec)
   rng = np.random.default_rng(0)
-  features = training.shard(rng.normal(size=(BATCH, POSITIONS, FEATURE_DIM)).astype(np.float32))
+  features = rng.normal(size=(BATCH, POSITIONS, FEATURE_DIM)).astype(np.float32)
   tokens = train_bench.batch_tokens(rng, args.captions, BATCH, args.length)
-  tokens = training.shard(tokens)
   optimizer = training.keras_adam(1e-3)
   step = training.make_train_step(optimizer, spec)
-  state = training.replicate(training.init_state(params, optimizer))
+  state = training.init_train_state(params, optimizer)
   ops = hlo_ops(step.lower(state, features, tokens).compile().as_text())
 
   for _ in range(2):  # compile, warm up
-    state, loss = step(state, features, tokens)
-    loss.block_until_ready()
+    state, metrics = step(state, features, tokens)
+    metrics["loss"].block_until_ready()
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="jaxcap_profile_")
   jax.profiler.start_trace(trace_dir)
   start = time.perf_counter()
   for _ in range(args.steps):
-    state, loss = step(state, features, tokens)
-    loss.block_until_ready()
+    state, metrics = step(state, features, tokens)
+    metrics["loss"].block_until_ready()
   wall = (time.perf_counter() - start) / args.steps
   jax.profiler.stop_trace()
 

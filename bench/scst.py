@@ -60,27 +60,27 @@ def run(quick: bool = False) -> list[dict]:
   scst_sizes = (f"{sizes}, batch {phases['mean'].batch_size} images x "
                 f"{config.train.scst_samples} samples")
   train_step = training.make_train_step(optimizer, spec)
-  states = {name: training.replicate(training.init_state(params, optimizer))
+  states = {name: training.init_train_state(params, optimizer)
             for name in ("ce", "greedy", "mean")}
   counter = {"n": 0}
   # A few fixed batches, each compiled before timing: the packed step compiles one program
   # per (trimmed length, packed rows), and a fresh batch would often time a compilation.
-  batches = [tuple(training.shard(a) for a in pipeline.train_batch(
-      data, config.train.batch_size, 0, n, config.train.length_buckets)) for n in range(4)]
+  batches = [pipeline.train_batch(data, config.train.batch_size, 0, n,
+                                  config.train.length_buckets) for n in range(4)]
   for feats, tokens in batches:
-    states["ce"], loss = train_step(states["ce"], feats, tokens)
-  jax.block_until_ready(loss)
+    states["ce"], metrics = train_step(states["ce"], feats, tokens)
+  jax.block_until_ready(metrics)
 
   def ce():
     feats, tokens = batches[counter["n"] % len(batches)]
-    states["ce"], loss = train_step(states["ce"], feats, tokens)
+    states["ce"], metrics = train_step(states["ce"], feats, tokens)
     counter["n"] += 1
-    return loss
+    return metrics["loss"]
 
   def scst_step(name):
     def fn():
-      states[name], loss = phases[name].step(states[name], counter["n"])
-      return loss
+      states[name], metrics = phases[name].step(states[name], counter["n"])
+      return metrics["loss"]
     return fn
 
   t = common.interleaved({"ce": ce, "greedy": scst_step("greedy"), "mean": scst_step("mean")},

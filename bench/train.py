@@ -106,7 +106,6 @@ def run(quick: bool = False) -> list[dict]:
   describe = {name: f"{name}: {int((t[:, 1:] != 0).sum())} of {BATCH * LENGTH} positions "
                     f"with a real target" for name, t in batches.items()}
   optimizer = training.keras_adam(1e-3)
-  n = jax.local_device_count()
   rows, useful_rates = [], {}
   for kind in decoders.KINDS:
     spec = decoder_spec(kind)
@@ -129,23 +128,18 @@ def run(quick: bool = False) -> list[dict]:
     else:
       params = decoders.init(jax.random.key(0), spec)
     step = training.make_train_step(optimizer, spec)
-    fresh = lambda: training.replicate(training.init_state(params, optimizer))  # pylint: disable=cell-var-from-loop
+    fresh = lambda: training.init_train_state(params, optimizer)  # pylint: disable=cell-var-from-loop
     state = [fresh()]
-    sharded = {name: (training.shard(features, n), training.shard(t, n))
-               for name, t in batches.items()}
 
     def ours(name, padded=False):
-      f, t = sharded[name]  # pylint: disable=cell-var-from-loop
-      if padded:  # every position projected, as jaxcap did before the packed loss
-        state[0], loss = step.pmapped(state[0], f, t, None)  # pylint: disable=cell-var-from-loop
-      else:
-        state[0], loss = step(state[0], f, t)  # pylint: disable=cell-var-from-loop
-      return loss
+      # padded: every position projected, as main did before the packed loss
+      state[0], metrics = step(state[0], features, batches[name], pack=not padded)  # pylint: disable=cell-var-from-loop
+      return metrics["loss"]
 
     try:
       for name, tokens in batches.items():
         state[0] = fresh()
-        first_ours = float(ours(name)[0])
+        first_ours = float(ours(name))
         programs = {"jaxcap": functools.partial(ours, name)}
         if trainer is not None:
           trainer.reset()
@@ -159,7 +153,7 @@ def run(quick: bool = False) -> list[dict]:
           reference = "Keras on TensorFlow"
         else:
           state[0] = fresh()
-          first_ref = float(ours(name, padded=True)[0])
+          first_ref = float(ours(name, padded=True))
           note = (f"first-step loss |packed - padded| = {abs(first_ours - first_ref):.1e}" +
                   (f"; Keras on TensorFlow skipped: {problem}" if problem else ""))
           programs["reference"] = functools.partial(ours, name, padded=True)

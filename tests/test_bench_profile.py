@@ -16,10 +16,10 @@ def test_groups_of_a_small_train_step():
   params = decoders.init(jax.random.key(0), spec)
   optimizer = training.keras_adam(1e-3)
   step = training.make_train_step(optimizer, spec)
-  state = training.replicate(training.init_state(params, optimizer))
+  state = training.init_train_state(params, optimizer)
   n = jax.local_device_count()
-  features = training.shard(np.zeros((2 * n, 4, 6), np.float32))
-  tokens = training.shard(np.ones((2 * n, 5), np.int32))
+  features = np.zeros((2 * n, 4, 6), np.float32)
+  tokens = np.ones((2 * n, 5), np.int32)
   ops = profile_train.hlo_ops(step.lower(state, features, tokens).compile().as_text())
   groups = {name: profile_train.group_of(name, ops, vocab) for name in ops}
   vocab_dots = [n for n, g in groups.items() if g == "vocabulary projection"]

@@ -30,15 +30,13 @@ def test_bfloat16_loss_and_training_follow_float32():
   optimizer = training.keras_adam(1e-2)
   losses = {}
   for dtype in (jnp.float32, jnp.bfloat16):
-    state = training.replicate(training.init_state(params, optimizer))
-    step = training.make_train_step(optimizer, spec, dtype)
-    n = jax.local_device_count()
+    state = training.init_train_state(params, optimizer)
+    step = training.TrainStep(optimizer, spec, dtype)
     curve = []
     for _ in range(40):
-      state, loss = step(state, training.shard(features, n), training.shard(tokens, n))
-      curve.append(float(loss[0]))
-    final = training.unreplicate(state)
-    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(final.params))
+      state, metrics = step(state, features, tokens)
+      curve.append(metrics["loss"])
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
     losses[dtype] = np.array(curve)
   f32, bf16 = losses[jnp.float32], losses[jnp.bfloat16]
   assert f32[-1] < f32[0] / 100  # trained far from initialisation

@@ -47,12 +47,15 @@ import numpy as np
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 from jaxcap.training import loop as trainer
-from jaxcap import training
+from jaxcap.training import parallel
 batch = np.arange(8 * 2).reshape(8, 2)  # row i is (2i, 2i + 1)
 mine = trainer.host_share(batch)
-fed = jax.pmap(lambda x: jax.lax.psum(x, "d"), axis_name="d")(training.shard(mine))
-print(json.dumps({"rows": (mine[:, 0] // 2).tolist(),
-                  "fed": np.asarray(fed)[0].sum(axis=0).tolist()}))
+mesh = parallel.data_mesh()
+fed = parallel.global_batch(mine, mesh)  # (8, 2) over both processes' devices
+total = jax.jit(lambda x: x.sum(axis=0), out_shardings=parallel.replicated(mesh))(fed)
+print(json.dumps({"rows": (mine[:, 0] // 2).tolist(), "global_shape": list(fed.shape),
+                  "back": parallel.process_rows(fed).tolist(),
+                  "fed": np.asarray(total).tolist()}))
 """
 
 
@@ -77,6 +80,9 @@ def test_each_process_feeds_its_own_rows():
   outputs = run_processes(lambda i: ["-c", SHARE_SCRIPT, address, str(i)], env)
   shares = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
   assert shares[0]["rows"] == [0, 1, 2, 3] and shares[1]["rows"] == [4, 5, 6, 7]
+  assert shares[0]["global_shape"] == shares[1]["global_shape"] == [8, 2]
+  for share in shares:  # each process reads back its own rows of the global array
+    assert [row[0] // 2 for row in share["back"]] == share["rows"]
   # Across both processes, every row of the batch is fed exactly once.
   batch = np.arange(8 * 2).reshape(8, 2)
   assert shares[0]["fed"] == shares[1]["fed"] == batch.sum(axis=0).tolist()

@@ -11,7 +11,7 @@ from pycocoevalcap.cider.cider_scorer import CiderScorer
 from helpers import run, train_cmd  # train.py in a subprocess on tiny shapes
 
 from jaxcap.data import text
-from jaxcap.training import checkpoints, scst
+from jaxcap.training import checkpoints, cider_reward, parallel, policy_loss, scst
 
 WORDS = "a dog cat runs on the grass red ball big small near".split()
 
@@ -70,7 +70,7 @@ def test_cider_d_equals_pycocoevalcap():
   vocab = _vocab(refs)
   samples = 3
   rows = _candidates(vocab, refs, samples)
-  reward = scst.CiderD.from_texts(refs, vocab)
+  reward = cider_reward.CiderD.from_texts(refs, vocab)
   # Every image's samples in one batch, images shuffled and repeated.
   order = np.random.default_rng(2).permutation(len(refs))
   images = np.concatenate([np.repeat(order, samples), [0, 5]])
@@ -90,8 +90,8 @@ def test_cider_d_random_corpus_with_unseen_words():
           for _ in range(30)]
   cands = [list(rng.integers(0, 9, rng.integers(0, 35))) for _ in range(30)]  # 6-8: unseen
   cands[0] = [7, 8, 7, 8, 7]
-  words, lengths = scst._pad(cands)
-  ours = scst.CiderD(refs)(np.arange(30), words, lengths)
+  words, lengths = cider_reward._pad(cands)
+  ours = cider_reward.CiderD(refs)(np.arange(30), words, lengths)
   join = lambda ws: " ".join(f"w{w}" for w in ws)
   scorer = CiderScorer(n=4, sigma=6.0)
   for c, rs in zip(cands, refs):
@@ -101,27 +101,28 @@ def test_cider_d_random_corpus_with_unseen_words():
 
 def test_cider_d_rejects_empty_corpus():
   with pytest.raises(ValueError):
-    scst.CiderD([])
+    cider_reward.CiderD([])
   with pytest.raises(ValueError):
-    scst.CiderD([[[1, 2]], []])
+    cider_reward.CiderD([[[1, 2]], []])
 
 
 def test_baselines():
   rewards = np.array([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
-  np.testing.assert_allclose(scst.baseline(rewards, "mean"), [[4.0, 3.5, 1.5], [1.5, 1.5, 0.0]])
-  np.testing.assert_allclose(scst.baseline(rewards, "greedy", np.array([2.0, 1.0])),
+  np.testing.assert_allclose(policy_loss.baseline(rewards, "mean"),
+                             [[4.0, 3.5, 1.5], [1.5, 1.5, 0.0]])
+  np.testing.assert_allclose(policy_loss.baseline(rewards, "greedy", np.array([2.0, 1.0])),
                              [[2.0] * 3, [1.0] * 3])
   with pytest.raises(ValueError):
-    scst.baseline(rewards, "greedy")
+    policy_loss.baseline(rewards, "greedy")
   with pytest.raises(ValueError):
-    scst.baseline(rewards[:, :1], "mean")
+    policy_loss.baseline(rewards[:, :1], "mean")
   with pytest.raises(ValueError):
-    scst.baseline(rewards, "median")
+    policy_loss.baseline(rewards, "median")
 
 
 def test_sample_mask_stops_after_end():
   tokens = jnp.array([[5, 3, 2, 0, 0], [5, 5, 5, 5, 5], [2, 0, 0, 0, 0]])
-  np.testing.assert_array_equal(scst.sample_mask(tokens, end_id=2),
+  np.testing.assert_array_equal(policy_loss.sample_mask(tokens, end_id=2),
                                 [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
 
 
@@ -130,8 +131,8 @@ def test_sample_mask_stops_after_end():
 def _policy_loss(params, tokens, rewards, base, end_id):
   """params (I, T, V); tokens (I, S, T)."""
   logits = jnp.broadcast_to(params[:, None], tokens.shape + params.shape[-1:])
-  log_p = scst.token_log_probs(logits, tokens)
-  return scst.scst_loss(log_p, scst.sample_mask(tokens, end_id), rewards, base)
+  log_p = policy_loss.token_log_probs(logits, tokens)
+  return policy_loss.scst_loss(log_p, policy_loss.sample_mask(tokens, end_id), rewards, base)
 
 
 @pytest.mark.slow
@@ -140,8 +141,8 @@ def test_gradient_is_zero_when_every_sample_scores_the_baseline():
   params = jax.random.normal(key, (2, 5, 7))
   tokens = jax.random.randint(jax.random.fold_in(key, 1), (2, 3, 5), 0, 7)
   rewards = jnp.array([[0.5, 0.5, 0.5], [2.0, 2.0, 2.0]])
-  for base in (scst.baseline(np.asarray(rewards), "mean"),
-               scst.baseline(np.asarray(rewards), "greedy", np.array([0.5, 2.0]))):
+  for base in (policy_loss.baseline(np.asarray(rewards), "mean"),
+               policy_loss.baseline(np.asarray(rewards), "greedy", np.array([0.5, 2.0]))):
     grads = jax.grad(_policy_loss)(params, tokens, rewards, jnp.asarray(base), 6)
     np.testing.assert_array_equal(grads, 0.0)
   # ... and not zero otherwise: the check above can fail.
@@ -153,7 +154,7 @@ def test_gradient_is_zero_when_every_sample_scores_the_baseline():
 def test_scst_raises_the_reward_on_a_tiny_problem():
   refs = [["a dog runs on the grass"], ["a red ball near a cat"], ["the small cat runs"]]
   vocab = text.Vocabulary.build([r for rs in refs for r in rs], 20)
-  reward = scst.CiderD.from_texts(refs, vocab)
+  reward = cider_reward.CiderD.from_texts(refs, vocab)
   images, length, samples = len(refs), 7, 8
   params = jnp.zeros((images, length, len(vocab)))
   optimizer = optax.adam(0.3)
@@ -173,7 +174,7 @@ def test_scst_raises_the_reward_on_a_tiny_problem():
   for step in range(60):
     tokens, r = sample(params, jax.random.fold_in(key, step))
     grads = grad_fn(params, jnp.asarray(tokens), jnp.asarray(r),
-                    jnp.asarray(scst.baseline(r, "mean")), vocab.end_id)
+                    jnp.asarray(policy_loss.baseline(r, "mean")), vocab.end_id)
     updates, opt_state = optimizer.update(grads, opt_state)
     params = optax.apply_updates(params, updates)
   _, after = sample(params, jax.random.fold_in(key, 10_001))
@@ -202,24 +203,23 @@ def test_phase_step_for_other_decoders(kind, baseline):
   spec = decoders.DecoderSpec(kind, len(vocab), 8, 6, positions=4, max_length=8, **options)
   optimizer = training.keras_adam(training.learning_rate_schedule(1e-3, "cosine", 3))
   phase = scst.Phase(config, data, vocab, spec, jax.random.key(1))
-  state = training.replicate(training.init_state(decoders.init(jax.random.key(0), spec),
-                                                 optimizer))
+  state = training.init_train_state(decoders.init(jax.random.key(0), spec), optimizer)
   before = jax.tree.map(np.asarray, state)
 
   def run(state):
     for step in (3, 4):  # the first SCST step (fresh Adam) and the next
-      state, loss = phase.step(state, step)
-      assert np.isfinite(np.asarray(loss)).all()
+      state, metrics = phase.step(state, step)
+      assert np.isfinite(float(metrics["loss"]))
     return jax.tree.map(np.asarray, state)
 
   first = run(state)
   scalars = phase.pop_scalars()
   assert set(scalars) == {"scst_reward", "scst_baseline"} and phase.pop_scalars() == {}
-  assert int(first.step[0]) == int(before.step[0]) + 2
+  assert int(first.step) == int(before.step) + 2
   # Parameters moved, and a rerun from the same state takes exactly the same steps.
   assert any(np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(first.params),
                                                       jax.tree.leaves(before.params)))
-  again = run(jax.tree.map(jnp.asarray, before))
+  again = run(parallel.put_replicated(before, phase.mesh))
   for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
     np.testing.assert_array_equal(a, b)
   # The state keeps the cross-entropy optimizer's structure (checkpoints restore into it).

@@ -1,8 +1,11 @@
 """Training: everything `train.py` runs.
 
-    steps.py          the loss, the optimizer and the compiled data-parallel train/eval steps
+    steps.py          the loss, the optimizer, the one train-step builder and the eval step
+    parallel.py       the device mesh: replicated state, batches split over the devices
     loop.py           the loop: resume, steps, validation, checkpoints, logs
-    scst.py           self-critical sequence training (the CIDEr-D reward and its phase)
+    scst.py           self-critical sequence training: the phase that samples and updates
+    policy_loss.py    its loss: baselines, advantages, the policy-gradient loss function
+    cider_reward.py   its reward: CIDEr-D in numpy against the training references
     checkpoints.py    orbax checkpoints of params and optimizer state, with their meta
     workdir.py        the one-writer lock on a workdir
     logs.py           metrics.jsonl and TensorBoard
@@ -13,7 +16,9 @@ The train step's names are re-exported here: `from jaxcap import training;
 training.make_train_step(...)`.
 """
 
+from jaxcap.training.parallel import AXIS, data_mesh  # noqa: F401
 from jaxcap.training.steps import (  # noqa: F401
-    AXIS, COMPUTE_DTYPES, LENGTH_MULTIPLE, LR_SCHEDULES, PackedStep, TrainState, init_state,
-    keras_adam, learning_rate_schedule, loss, loss_terms, make_eval_step, make_optimizer,
-    make_train_step, pack_batch, packed_size, replicate, shard, shift_targets, unreplicate)
+    COMPUTE_DTYPES, LENGTH_MULTIPLE, LR_SCHEDULES, LossFn, PackedStep, TrainState, TrainStep,
+    cross_entropy, init_state, init_train_state, keras_adam, learning_rate_schedule, loss,
+    loss_terms, make_eval_step, make_optimizer, make_step, make_train_step, pack_batch,
+    packed_size, shift_targets)

@@ -18,7 +18,7 @@ from jaxcap import decoding, training
 from jaxcap.data import build, disk, pipeline
 from jaxcap.evaluation import captioning, metrics
 from jaxcap.model import decoders, encoders
-from jaxcap.training import checkpoints, config_checks, faults, logs, scst, stopping
+from jaxcap.training import checkpoints, config_checks, faults, logs, parallel, scst, stopping
 from jaxcap.training import workdir as workdir_lib
 
 
@@ -43,13 +43,12 @@ def host_share(batch: np.ndarray) -> np.ndarray:
   return batch[i * per:(i + 1) * per]
 
 
-def evaluate_loss(eval_step, params_replicated, data, batch_size, buckets=()) -> float:
+def evaluate_loss(eval_step, params, data, batch_size, buckets=()) -> float:
   total = count = 0.0
   for feats, tokens in pipeline.eval_batches(data, batch_size, buckets):
-    feats, tokens = host_share(feats), host_share(tokens)
-    s, c = eval_step(params_replicated, training.shard(feats), training.shard(tokens))
-    total += float(s[0])
-    count += float(c[0])
+    s, c = eval_step(params, host_share(feats), host_share(tokens))
+    total += float(s)
+    count += float(c)
   return total / max(count, 1.0)
 
 
@@ -142,16 +141,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         json.dump(config.to_dict(), f, indent=2)
 
   dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
-  train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed)
-  eval_step = training.make_eval_step(spec, dtype)
+  mesh = parallel.data_mesh()  # every device of every process
+  train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed,
+                                        mesh=mesh)
+  eval_step = training.make_eval_step(spec, dtype, mesh)
   start = int(state.step)
   ce_steps = config.train.num_steps
   # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
   num_steps = ce_steps + scst.Settings.from_config(config.train).steps
   phase = (scst.Phase(config, train_set, vocab, spec, jax.random.key(config.seed),
-                      compute_dtype=dtype, host_share=host_share)
+                      compute_dtype=dtype, host_share=host_share, mesh=mesh)
            if num_steps > max(start, ce_steps) else None)
-  state = training.replicate(state)
+  state = parallel.put_replicated(state, mesh)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
   if start >= num_steps:
@@ -167,10 +168,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step < ce_steps:
         feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed,
                                              step, config.train.length_buckets)
-        feats, tokens = host_share(feats), host_share(tokens)
-        state, loss = train_step(state, training.shard(feats), training.shard(tokens))
+        state, metrics = train_step(state, host_share(feats), host_share(tokens))
       else:
-        state, loss = phase.step(state, step)
+        state, metrics = phase.step(state, step)
+      loss = metrics["loss"]
       if window_losses:
         # One step in flight at most: a long queue of un-awaited collectives can deadlock
         # CPU devices, and the host gains nothing from running further ahead.
@@ -180,22 +181,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       done = step + 1
       row = {}  # this step's metrics: training ones every log_every, validation eval_every
       if done % config.train.log_every == 0 or done == num_steps:
-        train_loss = float(np.mean([float(l[0]) for l in window_losses]))
+        train_loss = float(np.mean([float(l) for l in window_losses]))
         elapsed = time.perf_counter() - window_start
         row = {"train_loss": train_loss,
                # what the last step used (inject_hyperparams keeps it in the state)
-               "learning_rate": float(state.opt_state.hyperparams["learning_rate"][0]),
+               "learning_rate": float(state.opt_state.hyperparams["learning_rate"]),
                "steps_per_sec": len(window_losses) / elapsed,
                **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
       if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
         row["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
                                         config.train.batch_size, config.train.length_buckets)
-        row.update(validate(training.unreplicate(state).params, spec, val_set, vocab, config))
+        row.update(validate(parallel.local_copy(state.params), spec, val_set, vocab, config))
         if row["val_cider"] > best_cider:
           best_cider = row["val_cider"]
           best.save(done, dict(meta, val_cider=best_cider),
-                    params=jax.device_get(training.unreplicate(state.params)))
+                    params=jax.device_get(state.params))
           # Committed before anything else of this step is written, so that a crash leaves
           # one of a few known states (see `resume`), not a race between two saves.
           best.wait()
@@ -211,7 +212,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       # holds no row that the resumed run will write again).
       if (done % config.train.checkpoint_every == 0 or done == num_steps
           or signals.signum is not None):
-        host = jax.device_get(training.unreplicate(state))
+        host = jax.device_get(state)  # replicated: every process holds all of it
         ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
       if signals.signum is not None and done < num_steps:
         raise stopping.Interrupted(signals.signum, done)

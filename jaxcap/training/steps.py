@@ -1,16 +1,21 @@
-"""Loss, optimizer and the data-parallel train/eval steps.
+"""Loss, optimizer, and the data-parallel train/eval steps.
 
-The train step is `jax.pmap`-ped over the local devices: each device takes its slice of the
-global batch, and the loss is the seed's masked mean over the *global* batch (sums and
-counts are added across devices before dividing), so any device count gives the same
-update as one device on the same global batch.
+One step builder, `make_step`, serves every loss: it takes a loss function (params, batch,
+rng) -> (loss sum, aux with "count") and returns the update, compiled with `jax.jit` and run
+per device under `jax.shard_map` over a 1-D mesh (`parallel.data_mesh`): the state is
+replicated on every device, each device takes its slice of the global batch, and the loss is
+the masked mean over the *global* batch (counts are added across devices before dividing,
+gradients after), so any device count gives the same update as one device on the same global
+batch. The cross-entropy step (`make_train_step`) and the SCST step (scst.py) are two loss
+functions for it. `init_train_state` and `TrainStep` are the pair to call from research code
+with plain numpy arrays.
 
-The loss projects only the positions that have a real target. The seed pads captions to 64
-tokens and projects every position onto the 20,000-word vocabulary, then multiplies most of
-the cross-entropies by zero (COCO captions average about 12 words). Here the host, which
-holds the tokens, lists each device's real target positions (`pack_batch`); the device
-gathers those rows of the decoder's outputs into a packed (N, U) matrix and projects,
-softmaxes and differentiates only there. N is rounded up to one of a few sizes
+The cross-entropy loss projects only the positions that have a real target. The seed pads
+captions to 64 tokens and projects every position onto the 20,000-word vocabulary, then
+multiplies most of the cross-entropies by zero (COCO captions average about 12 words). Here
+the host, which holds the tokens, lists each device's real target positions (`pack_batch`);
+the device gathers those rows of the decoder's outputs into a packed (N, U) matrix and
+projects, softmaxes and differentiates only there. N is rounded up to one of a few sizes
 (`packed_size`: at most 1/8 padding rows) so the number of compiled programs stays small;
 the padding rows point at a position whose target is padding and count for nothing. Same
 loss and gradients as the padded computation (tests/test_training.py), less work.
@@ -18,18 +23,19 @@ loss and gradients as the padded computation (tests/test_training.py), less work
 
 from __future__ import annotations
 
-import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxcap.model import decoders
-
-AXIS = "devices"
+from jaxcap.training import parallel
+from jaxcap.training.parallel import AXIS
 LR_SCHEDULES = ("constant", "cosine")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config name -> dtype
 
@@ -107,11 +113,6 @@ def pack_batch(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
   return tokens, positions
 
 
-def _sum_devices(tree):
-  """psum over the devices; skipped on one device, where it would only copy every gradient."""
-  return tree if jax.lax.axis_size(AXIS) == 1 else jax.lax.psum(tree, AXIS)
-
-
 def loss(params, spec: decoders.DecoderSpec, features, tokens,
          compute_dtype=jnp.float32) -> jax.Array:
   """The seed's loss: masked cross-entropy summed and divided by the non-padding count."""
@@ -166,94 +167,149 @@ def init_state(params, optimizer) -> TrainState:
                     opt_state=optimizer.init(params))
 
 
-def _train_step(state: TrainState, features, tokens, positions, *, optimizer, spec,
-                compute_dtype, dropout_seed):
-  """Runs per device on its slice: features (b, P, D), tokens (b, T), positions (N,) or
-  None (see `loss_terms`)."""
-  count = _sum_devices(jnp.sum((shift_targets(tokens) != 0).astype(jnp.float32)))
-  count = jnp.maximum(count, 1.0)
-  # Dropout masks are a function of (seed, step, device): a resumed run draws the same ones.
-  dropout_rng = None
-  if spec.dropout:
-    dropout_rng = jax.random.fold_in(
-        jax.random.fold_in(jax.random.key(dropout_seed), state.step),
-        jax.lax.axis_index(AXIS))
 
-  def local_loss(params):
-    total, _ = loss_terms(params, spec, features, tokens, compute_dtype, dropout_rng, positions)
-    return total / count  # this device's share of the global masked mean
-
-  local, grads = jax.value_and_grad(local_loss)(state.params)
-  grads = _sum_devices(grads)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new_state = TrainState(
-      step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
-  )
-  return new_state, _sum_devices(local)
+def init_train_state(params, optimizer, mesh: Mesh | None = None) -> TrainState:
+  """The train state of `params` (a pytree of float32 arrays, e.g. `decoders.init`): step 0,
+  `optimizer.init(params)`, replicated on every device of `mesh` (default: all devices).
+  What `TrainStep`, `make_train_step` and `make_step` take."""
+  return parallel.put_replicated(init_state(params, optimizer), mesh or parallel.data_mesh())
 
 
-def _eval_step(params, features, tokens, positions, *, spec, compute_dtype):
-  total, count = loss_terms(params, spec, features, tokens, compute_dtype, None, positions)
-  return _sum_devices((total, count))
+LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
+"""(params, batch, rng) -> (loss sum, aux), on one device's slice of the batch.
+
+aux["count"]: how many terms the sum holds (a constant of the batch: no gradient flows through
+it); the step's loss is the global sum over the global count. `rng` is a function of (seed,
+step, device).
+"""
+
+
+def make_step(loss_fn: LossFn, optimizer, mesh: Mesh, *, seed: int = 0):
+  """The train step for any loss: (state, batch) -> (new state, metrics), compiled.
+
+  state: a `TrainState` replicated on `mesh` (`init_train_state`), donated. batch: a pytree
+  of global arrays split on their leading axis over the mesh (`parallel.global_batch`).
+  metrics: {"loss": the global mean, and each aux value summed over the devices}, replicated
+  scalars. Per-device code under `jax.shard_map`: the device's loss sum is divided by the
+  global count, and the gradients are summed across the devices before the update.
+  """
+  one_device = mesh.size == 1
+
+  def total(tree):  # psum; skipped on one device, where it would only copy every gradient
+    return tree if one_device else jax.lax.psum(tree, AXIS)
+
+  def per_device(state: TrainState, batch):
+    # Dropout masks are a function of (seed, step, device): a resumed run draws the same ones.
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step),
+                             jax.lax.axis_index(AXIS))
+
+    def local_loss(params):
+      loss_sum, aux = loss_fn(params, batch, rng)
+      count = jnp.maximum(total(jax.lax.stop_gradient(aux["count"])), 1.0)
+      return loss_sum / count, aux  # this device's share of the global mean
+
+    (local, aux), grads = jax.value_and_grad(local_loss, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(total(grads), state.opt_state, state.params)
+    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                           opt_state=opt_state)
+    return new_state, total(dict(aux, loss=local))
+
+  # check_vma=False: the sums across devices are the explicit psums above, as in the maths.
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)),
+                               out_specs=(P(), P()), check_vma=False),
+                 donate_argnums=(0,))
+
+
+def cross_entropy(spec: decoders.DecoderSpec, compute_dtype=jnp.float32) -> LossFn:
+  """The seed's teacher-forced loss as a `LossFn` of a batch {"features": (b, P, D),
+  "tokens": (b, T), optionally "positions": (N,) (`pack_batch`)}; dropout when the spec has
+  it."""
+
+  def loss_fn(params, batch, rng):
+    total, count = loss_terms(params, spec, batch["features"], batch["tokens"], compute_dtype,
+                              rng if spec.dropout else None, batch.get("positions"))
+    return total, {"count": count}
+
+  return loss_fn
 
 
 class PackedStep:
-  """A pmap-ped function of (first, features, tokens, positions), called as
-  `step(first, features (n, b, P, D), tokens (n, b, T))`: the host trims the tokens and
-  lists their real target positions (`pack_batch`).
+  """A compiled function of (first, batch), called with this process's rows as host arrays:
+  `step(first, features (b, P, D), tokens (b, T))`, b a multiple of this process's device
+  count. The host trims the tokens and lists each device's real target positions
+  (`pack_batch`), then puts the rows on the mesh (`parallel.global_batch`).
 
   Programs compiled: one per (trimmed length, N): lengths are multiples of 8 (at most 8 for
   captions of 64), N takes 8 sizes per doubling; a stream of COCO-like batches of 32 uses
   a few lengths (16-32) times 3-4 sizes of N.
   """
 
-  def __init__(self, pmapped):
-    self.pmapped = pmapped
+  def __init__(self, compiled, mesh: Mesh):
+    self.compiled, self.mesh = compiled, mesh
 
-  def _args(self, first, features, tokens):
-    return (first, features) + pack_batch(tokens)
+  def batch(self, features, tokens, *, pack: bool = True) -> dict:
+    """The global batch of this process's rows; `pack=False` projects every position."""
+    n = parallel.local_devices(self.mesh)
+    tokens = np.asarray(tokens)
+    parallel.check_rows(len(tokens), n)
+    batch = {"features": features, "tokens": tokens}
+    if pack:
+      trimmed, positions = pack_batch(tokens.reshape((n, -1) + tokens.shape[1:]))
+      batch["tokens"] = trimmed.reshape(len(tokens), -1)
+      if positions is not None:
+        batch["positions"] = positions.reshape(-1)
+    return parallel.global_batch(batch, self.mesh)
 
-  def __call__(self, first, features, tokens):
-    return self.pmapped(*self._args(first, features, tokens))
+  def __call__(self, first, features, tokens, *, pack: bool = True):
+    return self.compiled(first, self.batch(features, tokens, pack=pack))
 
   def lower(self, first, features, tokens):
     """The compiled program for this batch (`.compile().as_text()`, cost analysis)."""
-    return self.pmapped.lower(*self._args(first, features, tokens))
+    return self.compiled.lower(first, self.batch(features, tokens))
 
 
 def make_train_step(optimizer, spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
-                    dropout_seed: int = 0) -> PackedStep:
-  """The step: (replicated state, sharded features (n, b, P, D), tokens (n, b, T) on the
-  host) -> (new replicated state, replicated global loss (n,))."""
-  return PackedStep(jax.pmap(
-      functools.partial(_train_step, optimizer=optimizer, spec=spec,
-                        compute_dtype=compute_dtype, dropout_seed=dropout_seed),
-      axis_name=AXIS, donate_argnums=(0,),
-  ))
+                    dropout_seed: int = 0, mesh: Mesh | None = None) -> PackedStep:
+  """The cross-entropy step: (replicated state, features (b, P, D), tokens (b, T) on the
+  host) -> (new state, {"loss", "count"}: global, replicated, not waited for)."""
+  mesh = mesh or parallel.data_mesh()
+  return PackedStep(make_step(cross_entropy(spec, compute_dtype), optimizer, mesh,
+                              seed=dropout_seed), mesh)
 
 
-def make_eval_step(spec: decoders.DecoderSpec, compute_dtype=jnp.float32) -> PackedStep:
-  """(replicated params, sharded features, tokens) -> replicated (loss sum, count); use
+def make_eval_step(spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
+                   mesh: Mesh | None = None) -> PackedStep:
+  """(replicated params, features, tokens on the host) -> global (loss sum, count); use
   `loss = sum / count`."""
-  return PackedStep(jax.pmap(
-      functools.partial(_eval_step, spec=spec, compute_dtype=compute_dtype), axis_name=AXIS
-  ))
+  mesh = mesh or parallel.data_mesh()
+  loss_fn = cross_entropy(spec, compute_dtype)
+
+  def per_device(params, batch):
+    total, aux = loss_fn(params, batch, None)
+    return jax.lax.psum((total, aux["count"]), AXIS)
+
+  return PackedStep(jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)),
+                                          out_specs=P(), check_vma=False)), mesh)
 
 
-def shard(batch: np.ndarray, num_devices: int | None = None) -> np.ndarray:
-  """(B, ...) -> (devices, B // devices, ...); B must divide evenly."""
-  n = num_devices or jax.local_device_count()
-  if batch.shape[0] % n:
-    raise ValueError(
-        f"the batch size ({batch.shape[0]}) must be a multiple of the device count ({n})"
-    )
-  return batch.reshape((n, batch.shape[0] // n) + batch.shape[1:])
+class TrainStep:
+  """Cross-entropy training from plain host arrays; the sharding is handled inside.
 
+      state = training.init_train_state(decoders.init(jax.random.key(0), spec), optimizer)
+      step = training.TrainStep(optimizer, spec)
+      state, metrics = step(state, features, tokens)  # {"loss": float, "count": float}
 
-def replicate(tree, devices=None):
-  """A copy of `tree` on each of `devices` (default: all local devices), stacked on axis 0."""
-  return flax.jax_utils.replicate(tree, devices)
+  features (B, P, D) float and tokens (B, T) int (0 = padding, each caption starting with
+  `<start>`) are this process's rows of the global batch (all of it on one host), B a
+  multiple of its device count. The state passed in is donated: keep the one returned.
+  Each call waits for its step; `make_train_step` is the asynchronous form `train.py` runs.
+  """
 
+  def __init__(self, optimizer, spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
+               dropout_seed: int = 0, mesh: Mesh | None = None):
+    self.step = make_train_step(optimizer, spec, compute_dtype, dropout_seed, mesh)
 
-def unreplicate(tree):
-  return flax.jax_utils.unreplicate(tree)
+  def __call__(self, state: TrainState, features: np.ndarray, tokens: np.ndarray
+               ) -> tuple[TrainState, dict[str, float]]:
+    state, metrics = self.step(state, features, tokens)
+    return state, {k: float(v) for k, v in metrics.items()}
