@@ -114,15 +114,14 @@ def test_toy_decoder_trains_and_decodes_through_the_real_loops(toy):
 
   # The train step: a few steps on one batch lower its loss.
   optimizer = training.keras_adam(1e-2)
-  state = training.replicate(training.init_state(params, optimizer))
-  step = training.make_train_step(optimizer, spec)
+  state = training.init_train_state(params, optimizer)
+  step = training.TrainStep(optimizer, spec)
   n = jax.local_device_count()
-  batch = (training.shard(np.tile(np.asarray(features), (n, 1, 1)), n),
-           training.shard(np.tile(tokens, (n, 1)), n))
+  batch = (np.tile(np.asarray(features), (n, 1, 1)), np.tile(tokens, (n, 1)))
   before = float(training.loss(params, spec, features, tokens))
   for _ in range(5):
     state, _ = step(state, *batch)
-  trained = training.unreplicate(state).params
+  trained = jax.device_get(state.params)
   assert jax.tree.map(jnp.shape, trained) == jax.tree.map(jnp.shape, params)
   assert float(training.loss(trained, spec, features, tokens)) < before - 1e-3
 
