@@ -7,6 +7,8 @@ The public surface (each name loads on first use, so `import jaxcap` stays cheap
     DecoderSpec      what a decoder is (kind and sizes); saved with every checkpoint
     decoders         the decoder functions: init, teacher_forced, prepare, step, project
     decode           features -> token ids in one compiled loop
+    init_train_state, TrainStep, TrainState
+                     training from plain host arrays (the data-parallel sharding is inside)
 
 The rooms: `model` (layers, decoders, encoders), `decoding`, `data`, `training`,
 `evaluation`, `serving`.
@@ -24,6 +26,9 @@ _PUBLIC = {
     "DecoderSpec": ("jaxcap.model.decoders", "DecoderSpec"),
     "decoders": ("jaxcap.model.decoders", None),
     "decode": ("jaxcap.decoding.loop", "decode"),
+    "init_train_state": ("jaxcap.training.steps", "init_train_state"),
+    "TrainStep": ("jaxcap.training.steps", "TrainStep"),
+    "TrainState": ("jaxcap.training.steps", "TrainState"),
 }
 __all__ = sorted(_PUBLIC)
 
