@@ -17,12 +17,13 @@ from jaxcap.decoding.options import DecodeOptions
 
 
 @contextlib.contextmanager
-def compile_events():
-  """The compile (and trace) events jax.monitoring reports inside."""
+def compile_events(prefixes=("/jax/core/compile/",)):
+  """The compile (and trace) events jax.monitoring reports inside (those starting with one of
+  `prefixes`)."""
   events = []
 
   def listen(event, duration, **_):
-    if event.startswith("/jax/core/compile/"):
+    if event.startswith(tuple(prefixes)):
       events.append(event)
 
   jax.monitoring.register_event_duration_secs_listener(listen)
