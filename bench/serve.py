@@ -6,7 +6,7 @@ Two servers of the same workdir run as subprocesses on 127.0.0.1: serve.py as sh
 with its own keep-alive connection, each posting shapes PNGs one after another), both servers
 get the same bounded number of requests, in alternating rounds, so load from other processes
 on a shared machine hits both alike. Greedy decoding; every answer must be 200. Then, in
-this process without HTTP, the model call alone (`serve.caption_batch`) per image at batch
+this process without HTTP, the model call alone (`Captioner.caption_batch`) per image at batch
 1 and 16, with the encoder on chunks of 4 (the CPU default) and on the whole batch.
 
     python bench/serve.py --workdir workdirs/quickstart [--quick]
@@ -212,14 +212,13 @@ def model_costs(workdir: str, paths: list[str], quick: bool) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jaxcap.captioner import Captioner  # pylint: disable=g-import-not-at-top
-  from jaxcap.decoding.options import DecodeOptions  # pylint: disable=g-import-not-at-top
-  from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
   captioner = Captioner.load(workdir)
   batch = np.stack([captioner.load_image(path) for path in paths[:16]])
   cases = {"batch 1": (1, 4), "batch 16, encoder on chunks of 4": (16, 4),
            "batch 16, encoder on all 16": (16, 0)}
-  programs = {name: (lambda n=n, c=c: serve.caption_batch(
-      captioner, batch[:n], DecodeOptions(), (1, 16), c)[2]) for name, (n, c) in cases.items()}
+  programs = {name: (lambda n=n, c=c: captioner.caption_batch(
+      batch[:n], captioner.options, sizes=(1, 16), encode_chunk=c))
+              for name, (n, c) in cases.items()}
   seconds = common.interleaved(programs, repeat=5 if quick else 20)
   return {name: 1000 * seconds[name] / cases[name][0] for name in cases}
 

@@ -389,6 +389,23 @@ class Captioner:
                                encode_chunk))
     return results
 
+  def warm_up(self, methods: Sequence[decoding.DecodeOptions], *,
+              sizes: Sequence[int] | None = None, encode_chunk: int | None = None) -> None:
+    """Compiles now what `caption_batch(images, options, sizes=, encode_chunk=)` runs for any
+    number of images up to the largest size, so the first callers wait for no compiling: the
+    encoder at every batch it uses, the decoding loop of each of `methods` (one per method
+    and beam size; the other option values are data to it) at every one of `sizes`."""
+    sizes = tuple(sorted(sizes)) if sizes else self.batch_sizes
+    encode_chunk = self.encode_chunk if encode_chunk is None else encode_chunk
+    blank = np.zeros((sizes[-1], self.image_size, self.image_size, 3), np.float32)
+    if encode_chunk:  # a batch's last chunk is padded to one of chunk_sizes
+      chunks = chunk_sizes(encode_chunk)
+      for n in sorted({bucket(n, chunks) for n in range(1, min(encode_chunk, sizes[-1]) + 1)}):
+        jax.block_until_ready(self.features(blank[:n], n, encode_chunk))
+    for options in methods:
+      for size in sizes:
+        self.caption_batch(blank[:size], options, sizes=sizes, encode_chunk=encode_chunk)
+
   def features(self, images: np.ndarray, size: int, encode_chunk: int) -> jax.Array:
     """Prepared images (n, S, S, 3) -> encoder features (size, P, D), padded (n <= size)."""
     extract = functools.partial(_extract_features, self.encoder.features, self.encoder_params)

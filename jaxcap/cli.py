@@ -35,6 +35,20 @@ def enable_cache(cache_dir: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+  """--model FILE (an exported model, instead of --workdir) and --checkpoint."""
+  parser.add_argument("--model", metavar="FILE", type=_model_file, default=None,
+                      help="an exported model file (`jaxcap export`) instead of --workdir")
+  add_checkpoint_flag(parser)
+
+
+def _model_file(path: str) -> str:
+  if not os.path.isfile(path):
+    raise argparse.ArgumentTypeError(f"{path}: no such file (write one with `jaxcap export "
+                                     "WORKDIR FILE`)")
+  return path
+
+
 def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
   """--checkpoint auto|best|latest|STEP; auto (None) is best when there is one, else latest."""
   parser.add_argument(

@@ -3,6 +3,7 @@
 (Test files import this module, never each other; tests/seed_keras.py holds the seed's Keras
 models for the parity tests.)"""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -77,3 +78,18 @@ def make_model(kind):
   return spec, params, features
 
 
+@contextlib.contextmanager
+def compile_events(prefixes=("/jax/core/compile/",)):
+  """The compile (and trace) events jax.monitoring reports inside (those starting with one of
+  `prefixes`)."""
+  events = []
+
+  def listen(event, duration, **_):
+    if event.startswith(tuple(prefixes)):
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)

@@ -96,7 +96,7 @@ def test_host_share_refuses_an_uneven_split(monkeypatch):
 
 
 def final_params(workdir):
-  params, _, _ = captioner.restore_params(workdir)
+  params, _, _, _ = captioner.restore_params(workdir)
   return params
 
 

@@ -5,31 +5,13 @@ shapes); the numbers enter the compiled loop as arrays (as flax's lm1b example p
 sampling temperature).
 """
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
-from helpers import END, MAX, START, make_model
+from helpers import END, MAX, START, compile_events, make_model
 
 from jaxcap import decoding
 from jaxcap.decoding.options import DecodeOptions
-
-
-@contextlib.contextmanager
-def compile_events():
-  """The compile (and trace) events jax.monitoring reports inside."""
-  events = []
-
-  def listen(event, duration, **_):
-    if event.startswith("/jax/core/compile/"):
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 @pytest.fixture(scope="module")

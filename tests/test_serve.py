@@ -27,9 +27,10 @@ import numpy as np
 import PIL.Image
 import pytest
 from starlette.testclient import TestClient
-from helpers import ROOT, run, train_cmd  # train.py in a subprocess from the repository root
+from helpers import ROOT, compile_events, run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap.captioner import Captioner
+from jaxcap.commands import serve as serve_py
 from jaxcap.data import shapes
 from jaxcap.decoding.options import DecodeOptions
 from jaxcap.serving import app as serve
@@ -73,18 +74,9 @@ def client(captioner):
 
 @contextlib.contextmanager
 def no_compiles():
-  """Fails unless nothing is traced or compiled inside (jax.monitoring's compile events)."""
-  events = []
-
-  def listen(event, duration, **_):
-    if event.startswith("/jax/core/compile/") or event.startswith("/jax/compilation_cache/"):
-      events.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
+  """Fails unless nothing is traced, compiled or read from the compile cache inside."""
+  with compile_events(("/jax/core/compile/", "/jax/compilation_cache/")) as events:
     yield events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
   assert not events, events
 
 
@@ -119,12 +111,13 @@ def test_padded_and_chunked_batches_caption_as_one_at_a_time(captioner, examples
   images = np.stack([captioner.load_image(e[0]) for e in examples[:5]])
   reference = [captioner.caption(image) for image in images]
   for chunk in (4, 0):  # 5 images: encoder chunks of 4 + 1 (padded to 1), or all padded to 8
-    captions, words, attention = serve.caption_batch(captioner, images, DecodeOptions(),
-                                                     (1, 4, 8), encode_chunk=chunk)
-    assert captions == [r.text for r in reference] == [e[2] for e in examples[:5]]
-    assert words == [r.words for r in reference] and attention.shape[0] == 5
-    for row, r in zip(attention, reference):
-      np.testing.assert_allclose(row[:len(r.words)], r.attention, atol=1e-5)
+    results = captioner.caption_batch(images, DecodeOptions(), sizes=(1, 4, 8),
+                                      encode_chunk=chunk)
+    assert [r.text for r in results] == [r.text for r in reference] == [
+        e[2] for e in examples[:5]]
+    assert [r.words for r in results] == [r.words for r in reference]
+    for result, r in zip(results, reference):
+      np.testing.assert_allclose(result.attention, r.attention, atol=1e-5)
 
 
 def test_several_files_in_order_and_raw_body(client, examples):
@@ -337,11 +330,22 @@ def test_a_stalled_upload_holds_no_one(server, examples):
   assert httpx.get(server + "/health", timeout=30).status_code == 200
 
 
-def test_serve_py_serves_until_stopped(workdir, examples, tmp_path):
+@pytest.fixture(scope="module")
+def model_file(captioner, tmp_path_factory):
+  path = tmp_path_factory.mktemp("exported") / "model.jaxcap"
+  captioner.save(path)
+  return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["--workdir", "--model"])
+def test_serve_py_serves_until_stopped(source, workdir, model_file, examples,
+                                       tmp_path_factory):
+  cache = tmp_path_factory.getbasetemp() / "serve_py_cache"  # the second run reads it
   proc = subprocess.Popen(  # port 0: any free port, printed
-      [sys.executable, "serve.py", "--workdir", workdir, "--port", "0", "--batch_sizes",
-       "1,2", "--cache_dir", str(tmp_path / "cache")], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+      [sys.executable, "serve.py", source, workdir if source == "--workdir" else model_file,
+       "--port", "0", "--batch_sizes", "1,2", "--cache_dir", str(cache)], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
   try:
     for line in proc.stdout:
@@ -370,6 +374,8 @@ def test_serve_py_serves_until_stopped(workdir, examples, tmp_path):
   # uvicorn shuts down cleanly on SIGTERM, then re-raises it (exit status -15).
   assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output[-2000:]
   assert "Application shutdown complete" in output
+  # The model card's line and the default decoding, once each, before serving.
+  assert output.count("decoding: greedy") == 1 and output.count("model: ") == 1, output[:2000]
   # One access line per request: status and time.
   assert re.search(r"POST /caption 200 \d+ ms", output) and " 403 " in output, output[-2000:]
 
@@ -394,11 +400,6 @@ def test_serve_py_refuses_bad_flags_in_one_line(flags, words):
 
 
 def test_serve_py_defaults_match_the_app():
-  sys.path.insert(0, ROOT)
-  try:
-    import serve as serve_py  # pylint: disable=g-import-not-at-top
-  finally:
-    sys.path.remove(ROOT)
   args = serve_py.parse_args([])
   assert args.max_pixels == serve.MAX_PIXELS and args.max_decoding == serve.MAX_DECODING
   assert args.max_pixels < PIL.Image.MAX_IMAGE_PIXELS == serve_py.PILLOW_PIXEL_LIMIT
@@ -422,8 +423,7 @@ def test_page_in_headless_chromium(server, examples, captioner, tmp_path):
     driver.get(server + "/")
     assert not driver.find_element(By.ID, "again").is_displayed()  # nothing to caption yet
     summary = WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "model").text)
-    assert summary == f"decoder {captioner.spec.kind}, {len(captioner.vocab)} words, " \
-                      f"step {captioner.step}"
+    assert summary == captioner.summary and "trained on synthetic shapes" in summary
     chosen = {os.path.basename(path): caption for path, _, caption in examples[3:6]}
     driver.find_element(By.ID, "files").send_keys("\n".join(e[0] for e in examples[3:6]))
     cards = WebDriverWait(driver, 60).until(
@@ -513,10 +513,11 @@ def test_host_and_origin_are_checked(client, captioner, examples):
 
 def test_info_describes_the_model(client, captioner):
   info = client.get("/info").json()
-  assert info["summary"] == (f"decoder {captioner.spec.kind}, {len(captioner.vocab)} words, "
-                             f"step {captioner.step}")
-  assert (info["step"], info["decoder"], info["vocab_size"]) == (
-      captioner.step, captioner.spec.kind, len(captioner.vocab))
+  assert info["summary"] == captioner.summary  # the model card's line
+  assert f"{captioner.card['vocabulary']['words']} words, {captioner.step} steps" in info[
+      "summary"]
+  assert (info["step"], info["decoder"], info["vocab_size"], info["decoding"]) == (
+      captioner.step, captioner.spec.kind, len(captioner.vocab), {"method": "greedy"})
 
 
 def test_aborted_uploads_cost_one_line_each_and_no_traceback(server, examples, caplog,

@@ -28,9 +28,7 @@ def parse_args(argv):
                  help="image files (any format Pillow reads) or folders (searched "
                       "recursively for image files)")
   p.add_argument("--workdir", default=cli.DEFAULT_WORKDIR, help="training workdir to load")
-  p.add_argument("--model", metavar="FILE", default=None,
-                 help="an exported model file (`jaxcap export`) instead of --workdir")
-  cli.add_checkpoint_flag(p)
+  cli.add_model_flags(p)
   p.add_argument("--batch_size", type=int, default=32, help="images per compiled call")
   p.add_argument("--output", metavar="FILE", default=None,
                  help="write the captions to FILE (.jsonl or .csv: image, caption) instead of "
@@ -51,9 +49,6 @@ def parse_args(argv):
     p.error("--batch_size must be >= 1")
   if args.output and os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
     p.error(f"--output {args.output}: the name must end in {' or '.join(OUTPUT_FORMATS)}")
-  if args.model and not os.path.isfile(args.model):
-    p.error(f"--model {args.model}: no such file (write one with `jaxcap export WORKDIR "
-            "FILE`)")
   return args
 
 

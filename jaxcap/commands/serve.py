@@ -1,4 +1,4 @@
-"""Serves a trained captioner over HTTP: `python serve.py --workdir W`, then open the page.
+"""Serves a trained captioner over HTTP: `serve.py --workdir W` or `--model FILE`, then open /.
 
   GET  /          a page: drop images, see captions and each word's attention
   POST /caption   multipart field `image` (one or more files) or the raw image as the body;
@@ -6,22 +6,21 @@
   GET  /health    200 once the model is loaded and compiled
   GET  /info      the model: a one-line summary, step, decoder, vocabulary size
 
-Concurrent requests are batched into one compiled call (see jaxcap/serving/app.py). Only
-requests naming this server as their Host, from its own page or from no page, are answered
-(see --allow_host, --allow_origin).
+Requests decode greedily (the model's default decoding, said on stderr) unless their fields
+ask otherwise. Concurrent requests are batched into one compiled call (see
+jaxcap/serving/app.py). Only requests naming this server as their Host, from its own page or
+from no page, are answered (see --allow_host, --allow_origin).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import sys
 
 from jaxcap import cli, ranges
 
-DEFAULT_WORKDIR = os.path.join("workdirs", "quickstart")  # where `make demo` trains
 PILLOW_PIXEL_LIMIT = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS, its decompression-bomb warning
 # Compiling batch 100000 needed over 22 GB; 32 already keeps a CPU busy and 256 an H100.
 MAX_BATCH = 256
@@ -38,8 +37,8 @@ FLAG_RANGES = {
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="training workdir to load")
-  cli.add_checkpoint_flag(p)
+  p.add_argument("--workdir", default=cli.DEFAULT_WORKDIR, help="training workdir to load")
+  cli.add_model_flags(p)
   p.add_argument("--host", default="127.0.0.1",
                  help="address to listen on (0.0.0.0 lets other machines in)")
   p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free one)")
@@ -111,14 +110,17 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return 1
   port = sock.getsockname()[1]
-  captioner = cli.load_captioner(args.workdir, args.cache_dir, args.checkpoint)
+  source = args.model or args.workdir
+  captioner = cli.load_captioner(source, args.cache_dir, args.checkpoint)
   if captioner is None:
     return 1
+  print(f"decoding: {captioner.options.describe()} (a request's fields may ask for another)",
+        file=sys.stderr)
   import uvicorn  # pylint: disable=g-import-not-at-top
 
   from jaxcap.serving import app as serve  # pylint: disable=g-import-not-at-top
   shown = f"[{args.host}]" if ":" in args.host else args.host
-  print(f"loaded {args.workdir} (step {captioner.step}); compiling batch sizes "
+  print(f"loaded {source} (step {captioner.step}); compiling batch sizes "
         f"{args.batch_sizes}, then serving http://{shown}:{port}/", flush=True)
   app = serve.make_app(captioner, batch_sizes=args.batch_sizes, max_wait_ms=args.max_wait_ms,
                        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,

@@ -3,7 +3,8 @@
   make_app(captioner)   GET / (the page), POST /caption, GET /health, GET /info
   Batcher               images submitted within a few ms of each other -> one compiled call
 
-Every model call goes through `caption_batch`, the one place that speaks the decoding API.
+Every model call goes through the one `Captioner` (`Captioner.caption_batch` on the model
+thread, `Captioner.warm_up` at start-up); this module speaks HTTP only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 import ipaddress
 import logging
 import math
@@ -24,8 +24,6 @@ import threading
 import time
 from typing import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -38,7 +36,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from jaxcap import decoding
 from jaxcap.data import image_files
 from jaxcap.decoding.options import DecodeOptions
 
@@ -86,10 +83,11 @@ def parse_number(name: str, text: str, integer: bool, low: float, high: float):
   return value
 
 
-def parse_options(fields: dict[str, str], vocab_size: int) -> DecodeOptions:
-  """Text fields (query string or form) -> DecodeOptions; ValueError naming a bad or unknown
-  one. Fields the method does not read keep their defaults, so requests that decode alike
-  share calls."""
+def parse_options(fields: dict[str, str], vocab_size: int,
+                  default: DecodeOptions = DecodeOptions()) -> DecodeOptions:
+  """Text fields (query string or form) on top of `default` -> DecodeOptions; ValueError
+  naming a bad or unknown one. Fields the method does not read keep `default`'s values, so
+  requests that decode alike share calls."""
   types = {f.name: f.type for f in dataclasses.fields(DecodeOptions)}
   unknown = sorted(set(fields) - set(types))
   if unknown:
@@ -105,74 +103,9 @@ def parse_options(fields: dict[str, str], vocab_size: int) -> DecodeOptions:
     low, high = LIMITS[name]
     values[name] = parse_number(name, text.strip(), types[name] == "int", low,
                                 vocab_size if high is None else high)
-  method = values.get("method", "greedy")
-  return DecodeOptions(method, **{k: v for k, v in values.items() if k in _USED[method]})
-
-
-@functools.partial(jax.jit, static_argnames="feature_fn")
-def _extract_features(feature_fn, encoder_params, images: jax.Array) -> jax.Array:
-  """images (B, S, S, 3) -> features (B, P, D) float32."""
-  return feature_fn(encoder_params, images).astype(jnp.float32)
-
-
-def caption_batch(captioner, images: np.ndarray, options: DecodeOptions,
-                  sizes: Sequence[int] = (), encode_chunk: int = 0):
-  """images (B, S, S, 3) in [0, 1] -> (captions, words, attention (B, L, P)).
-
-  The decoding loop runs on the batch padded up to the next of `sizes` (none: as it is).
-  The encoder runs on the same padded batch, or with `encode_chunk` > 0 on chunks of that
-  many real images (a short last chunk padded to a power of two); see
-  `default_encode_chunk`. The encoder and the decoding loop compile apart (unlike
-  `Captioner.caption`): the loop once per method (and beam size); temperatures, top_k
-  values, alphas and seeds are data to it. The lead may switch this to the Captioner's
-  batch API; it is the one place that calls the model.
-  """
-  count = images.shape[0]
-  size = bucket(count, sizes) if sizes else count
-  extract = functools.partial(_extract_features, captioner.encoder.features,
-                              captioner.encoder_params)
-  if encode_chunk:
-    parts = [images[i:i + encode_chunk] for i in range(0, count, encode_chunk)]
-    features = np.concatenate([
-        np.asarray(extract(_pad(part, bucket(len(part), chunk_sizes(encode_chunk)))))[
-            :len(part)] for part in parts])
-    features = _pad(features, size)
-  else:
-    features = extract(_pad(images, size))
-  # Only the method and the beam size shape the compiled loop; the other values are data.
-  tokens, attention, _ = decoding.decode_jit(
-      captioner.params, captioner.spec, features, jax.random.key(options.seed), options,
-      start_id=captioner.vocab.start_id,
-      end_id=captioner.vocab.end_id, max_length=captioner.config.model.max_length)
-  tokens = np.asarray(tokens)[:count]
-  return ([captioner.vocab.to_text(row) for row in tokens],
-          [captioner.vocab.words(row) for row in tokens], np.asarray(attention)[:count])
-
-
-def chunk_sizes(encode_chunk: int) -> list[int]:
-  """The encoder batch sizes `caption_batch` uses with this chunk: 1, 2, 4, ..., the chunk."""
-  return [2**i for i in range(encode_chunk.bit_length()) if 2**i < encode_chunk] + [
-      encode_chunk]
-
-
-def _pad(rows: np.ndarray, size: int) -> np.ndarray:
-  """rows (n, ...) -> (size, ...), the last row repeated (n <= size)."""
-  return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
-
-
-def default_encode_chunk() -> int:
-  """Images per encoder pass inside a batch: 4 on a CPU, the whole batch (0) elsewhere.
-
-  On a CPU, MobileNetV2 at 160 px costs 2-4x more per image in batches of 8-16 than in
-  batches of 2-4 (the activations outgrow the caches; measured on a 2-core EPYC), and
-  chunks waste at most 3 padded images, while the decoding loop gains from the whole batch.
-  """
-  return 4 if jax.default_backend() == "cpu" else 0
-
-
-def bucket(n: int, sizes: Sequence[int]) -> int:
-  """The smallest of `sizes` that holds n images (sizes ascending, n <= sizes[-1])."""
-  return next(size for size in sizes if size >= n)
+  method = values.get("method", default.method)
+  return dataclasses.replace(default, method=method,
+                             **{k: v for k, v in values.items() if k in _USED[method]})
 
 
 @dataclasses.dataclass
@@ -226,13 +159,6 @@ class Batcher:
         self._incoming -= 1
         self._cond.notify()
 
-  def warm(self, image_shape: tuple[int, ...], counts: Sequence[int] = (),
-           options: DecodeOptions = DecodeOptions()):
-    """Calls `fn` now on each of `counts` images (default: `sizes`), so what it compiles
-    is compiled before the first request comes."""
-    for count in counts or self.sizes:
-      self.fn(np.zeros((count,) + tuple(image_shape), np.float32), options)
-
   def close(self):
     with self._cond:
       self._closed = True
@@ -279,16 +205,18 @@ class Batcher:
 
 
 def _rows(captioner, images: np.ndarray, options: DecodeOptions, sizes: Sequence[int],
-          encode_chunk: int) -> list[dict]:
+          encode_chunk: int | None) -> list[dict]:
   """One JSON-ready answer per image: caption, words, per-word attention over the grid."""
-  captions, words, attention = caption_batch(captioner, images, options, sizes, encode_chunk)
-  positions = attention.shape[-1]
-  side = int(round(math.sqrt(positions)))
-  grid = [side, side] if side * side == positions else [1, positions]
-  return [{"caption": caption, "words": list(ws),
-           "attention": np.round(att[:len(ws)].astype(np.float64), 4).tolist(),
-           "grid": grid, "decoding": describe(options)}
-          for caption, ws, att in zip(captions, words, attention)]
+  results = captioner.caption_batch(images, options, sizes=sizes, encode_chunk=encode_chunk)
+  rows = []
+  for result in results:
+    positions = result.attention.shape[-1]
+    side = int(round(math.sqrt(positions)))
+    rows.append({"caption": result.text, "words": list(result.words),
+                 "attention": np.round(result.attention.astype(np.float64), 4).tolist(),
+                 "grid": [side, side] if side * side == positions else [1, positions],
+                 "decoding": describe(options)})
+  return rows
 
 
 class RateLimit(logging.Filter):
@@ -435,15 +363,12 @@ class _Guard:
 
 
 def describe_model(captioner) -> dict:
-  """What /info answers: step, decoder, vocabulary size, image size and a one-line
-  `summary` (the captioner's own if it has one, else built from those)."""
-  step, kind = getattr(captioner, "step", None), captioner.spec.kind
-  vocab_size = len(captioner.vocab)
-  summary = getattr(captioner, "summary", None)
-  summary = summary() if callable(summary) else summary
-  return {"summary": summary or f"decoder {kind}, {vocab_size} words, step {step}",
+  """What /info answers: the model card's one-line `summary` (built from the rest when the
+  model has no card), step, decoder, vocabulary size, image size, default decoding."""
+  step, kind, vocab_size = captioner.step, captioner.spec.kind, len(captioner.vocab)
+  return {"summary": captioner.summary or f"decoder {kind}, {vocab_size} words, step {step}",
           "step": step, "decoder": kind, "vocab_size": vocab_size,
-          "image_size": captioner.image_size}
+          "image_size": captioner.image_size, "decoding": describe(captioner.options)}
 
 
 HINT = ("POST /caption with an image (multipart field 'image', one or more files, or the "
@@ -458,7 +383,8 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
              encode_chunk: int | None = None, warm: bool = True, host: str = "127.0.0.1",
              port: int | None = None, allow_hosts: Sequence[str] = (),
              allow_origins: Sequence[str] = ()) -> Starlette:
-  """The HTTP app; `captioner` is a `jaxcap.captioner.Captioner` (or anything as callable).
+  """The HTTP app around a `jaxcap.captioner.Captioner`; requests decode with
+  `captioner.options` unless their fields say otherwise.
 
   Args:
     batch_sizes: the batch sizes compiled (at start-up when `warm`); the largest caps a call.
@@ -467,16 +393,15 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     max_pixels: the most pixels an image may decode to: larger JPEGs decode reduced
       (1/2 to 1/8), other larger images get 413 from their header, before decoding.
     max_decoding: images decoded at once (each costs up to ~16 bytes per pixel).
-    encode_chunk: images per encoder pass within a batch (default: `default_encode_chunk`).
-    warm: compile greedy, sampling and beam search (its default size) at every batch size
-      before serving; other beam sizes compile on first use.
+    encode_chunk: images per encoder pass within a batch (None: the captioner's).
+    warm: compile greedy, sampling and beam search (the default beam size) at every batch
+      size before serving; other beam sizes compile on first use.
     host, port: where the server listens (port None: any); requests must name it (or
       localhost) as their Host, or one of `allow_hosts` ("*": any).
     allow_origins: other sites whose pages may call the server ("*": any); by default
       only the server's own page may (a cross-origin Origin gets 403).
   """
   limit = int(max_upload_mb * 1024 * 1024)
-  encode_chunk = default_encode_chunk() if encode_chunk is None else encode_chunk
   size = captioner.image_size
   vocab_size = len(captioner.vocab)
   model = describe_model(captioner)
@@ -485,12 +410,10 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
   with open(PAGE, encoding="utf-8") as f:
     page = f.read().replace("{{MAX_UPLOAD_MB}}", f"{max_upload_mb:g}")
 
-  resize_method = image_files.resize_method_of(captioner.config.encoder)
-
   def prepare(data: bytes, name: str) -> np.ndarray:  # as the encoder saw images in training
     with decoding_slots:
       rgb = image_files.decode_rgb(data, name, max_pixels)
-    return image_files.resize(rgb, size, resize_method)
+    return captioner.prepare(rgb)  # (S, S, 3) float32, off the model thread
 
   async def read_form(request: Request, fields: list[tuple[str, str]]):
     _, params = parse_options_header(request.headers.get("content-type", ""))
@@ -550,7 +473,7 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
     with batcher.expecting():  # from here until submitted, the batcher may wait for us
       try:
         files, fields = await read(request)
-        options = parse_options(fields, vocab_size)
+        options = parse_options(fields, vocab_size, captioner.options)
         images = [await run_in_threadpool(prepare, data, name) for data, name in files]
       except ClientDisconnect:  # nobody to answer; one note on the access line, a counter
         disconnects[0] += 1
@@ -570,7 +493,7 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
 
   async def health(request: Request):
     batcher = request.app.state.batcher
-    return JSONResponse({"status": "ok", "step": getattr(captioner, "step", None),
+    return JSONResponse({"status": "ok", "step": captioner.step,
                          "image_size": size, "batch_sizes": list(batcher.sizes),
                          "calls": dict(sorted(batcher.batch_sizes.items())),
                          "disconnects": disconnects[0]})
@@ -605,13 +528,10 @@ def make_app(captioner, *, batch_sizes: Sequence[int] = BATCH_SIZES,
         lambda images, options: _rows(captioner, images, options, sizes, encode_chunk), sizes,
         max_wait_ms / 1000)
     try:
-      if warm:  # every decoding batch size and every encoder chunk size; each method
-        chunks = chunk_sizes(encode_chunk) if encode_chunk else []
-        counts = sorted(set(sizes) | {c for c in chunks if c <= sizes[-1]})
-        await run_in_threadpool(batcher.warm, (size, size, 3), counts)
-        for method in ("sample", "beam"):
-          await run_in_threadpool(batcher.warm, (size, size, 3), sizes,
-                                  DecodeOptions(method))
+      if warm:
+        methods = [dataclasses.replace(captioner.options, method=m) for m in _USED]
+        await run_in_threadpool(captioner.warm_up, methods, sizes=sizes,
+                                encode_chunk=encode_chunk)
       app.state.batcher = batcher
       yield
     finally:
