@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
-from test_options_as_data import compile_events
+from helpers import compile_events
 
 from jaxcap import Captioner
 from jaxcap.captioner import Caption

@@ -22,12 +22,16 @@ import time
 import zlib
 
 import httpx2 as httpx
-import jax
 import numpy as np
 import PIL.Image
 import pytest
+from helpers import (  # train.py in a subprocess from the repository root
+  ROOT,
+  compile_events,
+  run,
+  train_cmd,
+)
 from starlette.testclient import TestClient
-from helpers import ROOT, compile_events, run, train_cmd  # train.py in a subprocess from the repository root
 
 from jaxcap.captioner import Captioner
 from jaxcap.commands import serve as serve_py
@@ -408,8 +412,10 @@ def test_serve_py_defaults_match_the_app():
 def test_page_in_headless_chromium(server, examples, captioner, tmp_path):
   from selenium import webdriver  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
-  from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top
-  from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import (
+    Select,  # pylint: disable=g-import-not-at-top
+    WebDriverWait,  # pylint: disable=g-import-not-at-top
+  )
 
   options = webdriver.ChromeOptions()
   options.binary_location = shutil.which("chromium")
