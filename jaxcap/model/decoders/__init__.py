@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from jaxcap.model import layers
 from jaxcap.model.decoders import gru, gru_mha, transformer
-from jaxcap.model.decoders.base import (  # pylint: disable=unused-import  (the package's API)
+from jaxcap.model.decoders.base import (  # noqa: F401  (the package's API)
     CONFIG_MAY_HOLD, DEFAULT_NUM_HEADS, DEFAULT_NUM_LAYERS, DROPOUT, Decoder, OPTION_RANGES,
     Params)
 
