@@ -55,9 +55,10 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
                 temperature: float = 1.0):
   """Greedy or sampled captions in one `lax.while_loop`.
 
-  A caption that has produced `<end>` stops changing (its cache is frozen, its later tokens
-  stay 0) and the loop exits once every caption is done or at `max_length`. Step i draws
-  with `fold_in(key, i)`, so results do not depend on when the loop exits.
+  A caption that has produced `<end>` stops changing (its later tokens stay 0; its cache runs
+  on, unread: freezing it cost a copy of every cache each step) and the loop exits once every
+  caption is done or at `max_length`. Step i draws with `fold_in(key, i)`, so results do not
+  depend on when the loop exits.
 
   Returns tokens (B, L), attention (B, L, P), log_probs (B,) (see `decode`).
   """
@@ -75,12 +76,10 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
     chosen = jnp.where(s.done, 0, chosen)  # finished captions only pad
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
                                    chosen[:, None], axis=-1)[:, 0]
-    keep = lambda new, old: jnp.where(
-        s.done.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
     return LoopState(
         index=s.index + 1,
         last_tokens=chosen,
-        cache=jax.tree.map(keep, cache, s.cache),
+        cache=cache,
         done=s.done | (chosen == end_id),
         tokens=s.tokens.at[:, s.index].set(chosen),
         attention=s.attention.at[:, s.index].set(
