@@ -1,7 +1,7 @@
 """Runs the benchmarks, prints a markdown table and the speed goals, writes results.{md,json}
 and replaces the table in docs/benchmarks.md.
 
-    python bench/run.py [--quick] [--json] [--only decode,train,encoders,cli,scst]
+    python bench/run.py [--quick] [--json] [--only decode,decode_floor,train,encoders,cli,scst]
 
 Every ratio compares programs run side by side in this one process (or its subprocesses), on
 the same inputs and weights, on this machine. The machine may be shared: the share of its CPU
@@ -22,7 +22,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # pylint: disable=wrong-import-position
 
-BENCHMARKS = ("decode", "train", "encoders", "cli", "scst")
+BENCHMARKS = ("decode", "decode_floor", "train", "encoders", "cli", "scst")
 ALIASES = {"train_step": "train"}
 
 
@@ -57,6 +57,10 @@ def goals(rows) -> list[dict]:
   r = _find(rows, "train step (full): jaxcap useful FLOP/s vs bare matmul", "gru, ")
   check("train step (every position real) >= 50% of the bare matmul rate", r,
         lambda r: r["ratio"], lambda x: x >= 0.5)
+  for kind in ("gru", "gru_mha", "transformer"):
+    r = _find(rows, f"decode floor ({kind}): measured vs bytes/streaming rate", "batch 1,")
+    check(f"batch-1 greedy decoding ({kind}) within 1.3x of its fp32 floor (the bytes a step "
+          "reads at the streaming rate)", r, lambda r: r["ratio"], lambda x: x <= 1.3)
   r = _find(rows, "sample.py one image: second run vs first run")
   check("second-run sample.py for one image < 3 s", r, lambda r: r["jaxcap"],
         lambda x: x < 3.0)

@@ -77,10 +77,11 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
                 temperature=1.0, bound: int | None = None):
   """Greedy or sampled captions in one `lax.while_loop`.
 
-  A caption that has produced `<end>` stops changing (its cache is frozen, its later tokens
-  stay 0) and the loop exits once every caption is done or at `max_length`. Step i draws
-  with `fold_in(key, i)`, so results do not depend on when the loop exits. `top_k` and
-  `temperature` may be traced (see `choose_tokens`; `bound` >= top_k is static).
+  A caption that has produced `<end>` stops changing (its later tokens stay 0; its cache runs
+  on, unread: freezing it cost a copy of every cache each step) and the loop exits once every
+  caption is done or at `max_length`. Step i draws with `fold_in(key, i)`, so results do not
+  depend on when the loop exits. `top_k` and `temperature` may be traced (see
+  `choose_tokens`; `bound` >= top_k is static).
 
   Returns tokens (B, L), attention (B, L, P), log_probs (B,) (see `decode`).
   """
@@ -98,12 +99,10 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
     chosen = jnp.where(s.done, 0, chosen)  # finished captions only pad
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
                                    chosen[:, None], axis=-1)[:, 0]
-    keep = lambda new, old: jnp.where(
-        s.done.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
     return LoopState(
         index=s.index + 1,
         last_tokens=chosen,
-        cache=jax.tree.map(keep, cache, s.cache),
+        cache=cache,
         done=s.done | (chosen == end_id),
         tokens=s.tokens.at[:, s.index].set(chosen),
         attention=s.attention.at[:, s.index].set(

@@ -140,6 +140,25 @@ def heads(params: dict, x: jax.Array) -> jax.Array:
           + params["bias"].astype(x.dtype))
 
 
+def heads_first(keys: jax.Array, values: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Keys and values (..., S, H, K) from `heads` -> keys (..., H, K, S), values (..., H, S, K):
+  the layouts `scaled_attention(..., heads_first=True)` reads with no transpose, for keys and
+  values kept across decoding steps (XLA:CPU's dots want the contracted axis of the keys
+  before S)."""
+  return jnp.moveaxis(keys, -3, -1), jnp.swapaxes(values, -3, -2)
+
+
+def fused_heads(params: list[dict], x: jax.Array) -> list[jax.Array]:
+  """`heads(p, x)` for each p of `params` (e.g. query, key, value) as one matmul of their
+  kernels side by side: fewer, larger products (one weight read per step in decoding, where
+  XLA moves the loop-invariant concatenation out of the loop). x (..., S, D) -> a list of
+  (..., S, H, K)."""
+  kernel = jnp.stack([p["kernel"] for p in params], axis=1).astype(x.dtype)  # (D, N, H, K)
+  bias = jnp.stack([p["bias"] for p in params]).astype(x.dtype)  # (N, H, K)
+  out = jnp.einsum("...sd,dnhk->...snhk", x, kernel) + bias
+  return [out[..., i, :, :] for i in range(len(params))]
+
+
 def merge_heads(params: dict, x: jax.Array) -> jax.Array:
   """Per-head outputs (..., T, H, K) -> (..., T, D) with params {'kernel': (H, K, D),
   'bias': (D,)}: Keras MultiHeadAttention's output EinsumDense."""
@@ -148,23 +167,53 @@ def merge_heads(params: dict, x: jax.Array) -> jax.Array:
 
 
 def scaled_attention(query: jax.Array, key: jax.Array, value: jax.Array,
-                     mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                     mask: jax.Array | None = None, heads_first: bool = False
+                     ) -> tuple[jax.Array, jax.Array]:
   """Multi-head scaled dot-product attention.
 
   Args:
-    query: (..., T, H, K); key, value: (..., S, H, K).
+    query: (..., T, H, K); key, value: (..., S, H, K), or with `heads_first` key
+      (..., H, K, S) and value (..., H, S, K) (see `heads_first`).
     mask: broadcastable to (..., H, T, S), True where a query may attend; None = all.
 
   Returns:
     context (..., T, H, K) and weights (..., H, T, S), which sum to 1 over S.
   """
-  scores = jnp.einsum("...thk,...shk->...hts", query, key) / jnp.sqrt(
+  k, v = ("...hks", "...hsk") if heads_first else ("...shk", "...shk")
+  scores = jnp.einsum(f"...thk,{k}->...hts", query, key) / jnp.sqrt(
       jnp.asarray(query.shape[-1], query.dtype))
   scores = scores.astype(jnp.float32)
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
-  return jnp.einsum("...hts,...shk->...thk", weights, value), weights
+  return jnp.einsum(f"...hts,{v}->...thk", weights, value), weights
+
+
+def attend_cache_and_new(query: jax.Array, cache_keys: jax.Array, cache_values: jax.Array,
+                         key: jax.Array, value: jax.Array, visible: jax.Array) -> jax.Array:
+  """`scaled_attention(..., heads_first=True)` of one new position over a key/value cache
+  with its own key and value written in, computed without reading the written cache: the
+  cache's visible positions and the new entry are scored side by side. So the step's
+  write into the cache has no reader but the next step, and XLA updates it in place (a
+  reader of the updated cache costs copies of the whole cache every step).
+
+  Args:
+    query: (B, T, H, K); cache_keys (B, H, K, S), cache_values (B, H, S, K); key, value
+      (B, T, H, K), the new entry (T = 1).
+    visible: broadcastable to (B, H, T, S), True where a cache position is attended (the
+      earlier positions, not the one being written).
+
+  Returns:
+    context (B, T, H, K).
+  """
+  scale = jnp.sqrt(jnp.asarray(query.shape[-1], query.dtype))
+  old = jnp.einsum("...thk,...hks->...hts", query, cache_keys) / scale
+  new = jnp.einsum("...thk,...thk->...ht", query, key)[..., None] / scale  # (B, H, T, 1)
+  old = jnp.where(visible, old.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(jnp.concatenate([old, new.astype(jnp.float32)], axis=-1), axis=-1)
+  weights = weights.astype(cache_values.dtype)
+  return (jnp.einsum("...hts,...hsk->...thk", weights[..., :-1], cache_values)
+          + jnp.swapaxes(weights[..., -1:], -3, -2) * value)
 
 
 def init_attention(key: jax.Array, units: int, num_heads: int, head_dim: int) -> dict:

@@ -240,6 +240,16 @@ def step(params: Params, spec: DecoderSpec, context: Any, cache: Any, tokens: ja
   return project(params, outputs), cache, attention
 
 
+def cast_params(params: Params, dtype) -> Params:
+  """Every floating-point leaf of `params` as `dtype` (e.g. jnp.bfloat16), cast once at load.
+
+  The layers cast weights to the activations' dtype where they use them, and softmax, the
+  attention weights and the loop's log-probabilities stay float32.
+  """
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+
+
 def repeat_batch(tree: Any, times: int) -> Any:
   """Every leaf (B, ...) -> (B * times, ...), each row repeated `times` times in place."""
   return jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), tree)

@@ -101,15 +101,14 @@ def _dropout(x: jax.Array, rate: float, rng: jax.Array | None, site: int) -> jax
 
 def prepare(params: Params, spec, features: jax.Array) -> dict:
   """Per image, once: the grid (B, P, U) and each block's cross-attention keys and values,
-  'cross_keys', 'cross_values': lists of (B, P, H, K)."""
+  'cross_keys': lists of (B, H, K, P), 'cross_values': of (B, H, P, K) (`layers.heads_first`:
+  no step transposes them)."""
   del spec
   grid = layers.project_grid(params["encoder_dense"], features, params["grid_positions"])
-  return {
-      "grid": grid,
-      "cross_keys": [layers.heads(b["cross_attention"]["key"], grid) for b in params["blocks"]],
-      "cross_values": [layers.heads(b["cross_attention"]["value"], grid)
-                       for b in params["blocks"]],
-  }
+  keys, values = zip(*(layers.heads_first(layers.heads(b["cross_attention"]["key"], grid),
+                                          layers.heads(b["cross_attention"]["value"], grid))
+                       for b in params["blocks"]))
+  return {"grid": grid, "cross_keys": list(keys), "cross_values": list(values)}
 
 
 def _blocks(params: Params, spec, context: dict, x: jax.Array, self_attend, dropout_rng):
@@ -121,8 +120,8 @@ def _blocks(params: Params, spec, context: dict, x: jax.Array, self_attend, drop
     site = 3 * i + 1
     h = layers.layer_norm(block["self_norm"], x, EPSILON)
     att = block["self_attention"]
-    heads_out, entry = self_attend(i, layers.heads(att["query"], h), layers.heads(att["key"], h),
-                                   layers.heads(att["value"], h))
+    heads_out, entry = self_attend(
+        i, *layers.fused_heads([att["query"], att["key"], att["value"]], h))
     entries.append(entry)
     x = x + _dropout(layers.merge_heads(att["output"], heads_out), spec.dropout, dropout_rng,
                      site)
@@ -130,7 +129,8 @@ def _blocks(params: Params, spec, context: dict, x: jax.Array, self_attend, drop
     h = layers.layer_norm(block["cross_norm"], x, EPSILON)
     att = block["cross_attention"]
     heads_out, weights = layers.scaled_attention(
-        layers.heads(att["query"], h), context["cross_keys"][i], context["cross_values"][i])
+        layers.heads(att["query"], h), context["cross_keys"][i], context["cross_values"][i],
+        heads_first=True)
     x = x + _dropout(layers.merge_heads(att["output"], heads_out), spec.dropout, dropout_rng,
                      site + 1)
 
@@ -165,30 +165,31 @@ def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
 
 
 def initial_cache(params: Params, spec, context: dict, max_length: int) -> dict:
-  """Per block, the self-attention keys and values of every position: (B, L, H, K) zeros."""
+  """Per block, the self-attention keys (B, H, K, L) and values (B, H, L, K) of every
+  position, zeros (`layers.heads_first`'s layouts, which `step` reads)."""
   if max_length > spec.max_length:
     raise ValueError(f"decoding {max_length} tokens, but this transformer has position "
                      f"embeddings for {spec.max_length} (model.max_length)")
   batch = context["grid"].shape[0]
-  shape = (batch, max_length, spec.num_heads, spec.head_dim)
-  zeros = lambda: jnp.zeros(shape, context["grid"].dtype)
-  return {"keys": [zeros() for _ in params["blocks"]],
-          "values": [zeros() for _ in params["blocks"]]}
+  h, k = spec.num_heads, spec.head_dim
+  zeros = lambda *shape: jnp.zeros((batch,) + shape, context["grid"].dtype)
+  return {"keys": [zeros(h, k, max_length) for _ in params["blocks"]],
+          "values": [zeros(h, max_length, k) for _ in params["blocks"]]}
 
 
 def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, index):
   """tokens (B,) at position `index` -> outputs (B, U), cache, attention (B, P)."""
   x = _embed(params, tokens[:, None], jnp.reshape(index, (1,)))  # (B, 1, U)
-  length = cache["keys"][0].shape[1]
-  visible = (jnp.arange(length) <= index)[None, :]  # (1, L): this and earlier positions
+  length = cache["values"][0].shape[2]
+  earlier = (jnp.arange(length) < index)[None, :]  # (1, L): the positions before this one
 
   def self_attend(i, q, k, v):
-    keys = jax.lax.dynamic_update_slice_in_dim(cache["keys"][i], k.astype(cache["keys"][i].dtype),
-                                               index, axis=1)
-    values = jax.lax.dynamic_update_slice_in_dim(cache["values"][i],
-                                                 v.astype(cache["values"][i].dtype), index, axis=1)
-    heads_out, _ = layers.scaled_attention(q, keys, values, visible)
-    return heads_out, (keys, values)
+    heads_out = layers.attend_cache_and_new(q, cache["keys"][i], cache["values"][i], k, v,
+                                            earlier)
+    k, v = layers.heads_first(k, v)  # (B, H, K, 1), (B, H, 1, K): written at `index`
+    write = lambda c, new, axis: jax.lax.dynamic_update_slice_in_dim(
+        c, new.astype(c.dtype), index, axis=axis)
+    return heads_out, (write(cache["keys"][i], k, 3), write(cache["values"][i], v, 2))
 
   outputs, attention, entries = _blocks(params, spec, context, x, self_attend, None)
   new_cache = {"keys": [k for k, _ in entries], "values": [v for _, v in entries]}
