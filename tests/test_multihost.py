@@ -109,8 +109,7 @@ def test_process_shards_refuse_an_uneven_split(monkeypatch):
 
 
 def final_params(workdir):
-  params, _, _ = captioner.restore_params(workdir)
-  return params
+  return captioner.restore_params(workdir)[0]  # (params, meta, step, directory)
 
 
 def largest_difference(a, b):
@@ -167,16 +166,18 @@ def test_two_processes_equal_one(tmp_path, two_processes):
 def test_killed_two_process_run_resumes_to_the_same_parameters(tmp_path, two_processes):
   reference, _ = two_processes
   workdir = tmp_path / "w"
-  # Killed after step 4's metrics row (checkpoint_every=4 below: it resumes from step 4, with
-  # the Grain iterator state saved there).
-  train_two(workdir, fault="metrics.after_write:5")
+  # Killed after step 5's metrics row, with checkpoints every 2 steps (saved in the
+  # background: the newest committed one, with the Grain iterator state saved there, is
+  # where it resumes).
+  train_two(workdir, "--config.train.checkpoint_every=2", fault="metrics.after_write:5")
   saved = checkpoints.Checkpoints(workdir, read_only=True)
-  assert saved.steps() == [4]
-  assert saved.restore_meta(4)["loader_state"] == {"next_index": 4}
+  step = saved.steps()[-1]
+  assert step in (2, 4)
+  assert saved.restore_meta(step)["loader_state"] == {"next_index": step}
   outputs = train_two(workdir)
-  assert all("resumed from step 4" in out for out in outputs), outputs
+  assert all(f"resumed from step {step}" in out for out in outputs), outputs
   for w in (workdir, reference):
-    assert checkpoints.Checkpoints(w, read_only=True).steps() == [4, 6]
+    assert checkpoints.Checkpoints(w, read_only=True).steps()[-1] == 6
   # Parameters and optimizer state of the last checkpoint, bit for bit.
   a, b = checkpoint_state(workdir, 6), checkpoint_state(reference, 6)
   assert jax.tree.structure(a) == jax.tree.structure(b)
