@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   # resumed run skips encoding: --config.data.cache=True. Default: in memory, every run.
   config.data.cache = False
   config.data.cache_dir = ""  # "" = <workdir>/feature_cache
+  # Contiguous image ranges, each process encoding and holding only its own (0 = one per
+  # process). Batches take batch_size / shards examples from each shard, so runs with the
+  # same shards train alike on any number of processes that divides it.
+  config.data.shards = 0
 
   config.encoder = ml_collections.ConfigDict()
   config.encoder.name = "mobilenet_v2"

@@ -12,7 +12,9 @@ Per split and encoder, a folder holds::
 A row is marked valid only after its features and stamp have been flushed to disk, so a run
 killed at any moment leaves no half-written row marked valid; the next run computes exactly
 the rows that are not valid yet, and those whose image file changed since (another size or
-modification time). The folder's name holds a hash of the keys and of the encoder's
+modification time). Several processes may share a folder, each writing the rows of its own
+shard (`rows`): the folder covers the whole split, so a cache written by n processes serves m.
+The folder's name holds a hash of the keys and of the encoder's
 description (backbone, weights file content, image size, preprocessing), so features of
 another encoder, weights file or preprocessing are never read. A damaged folder (a
 truncated .npy, say) is rebuilt, with a warning naming the file.
@@ -79,11 +81,13 @@ def cache_folder(root: str, split: pipeline.Split, description: dict) -> str:
                       f"{split.name}_{digest.hexdigest()[:12]}")
 
 
-def file_stamps(split: pipeline.Split) -> np.ndarray:
-  """(N, 2) int64 (size, mtime_ns) of each image's file; -1 for a missing file, 0 for
-  images that are not files."""
+def file_stamps(split: pipeline.Split, rows: range | None = None) -> np.ndarray:
+  """(N, 2) int64 (size, mtime_ns) of each image's file (of `rows` only, when given; 0
+  elsewhere); -1 for a missing file, 0 for images that are not files."""
   stamps = np.zeros((len(split), 2), np.int64)
-  for i, path in enumerate(split.files or ()):
+  rows = range(len(split)) if rows is None else rows
+  for i in rows if split.files else ():
+    path = split.files[i]
     try:
       st = os.stat(path)
       stamps[i] = st.st_size, st.st_mtime_ns
@@ -164,6 +168,22 @@ def _open_existing(folder: str, keys: list[str], description: dict):
   return features, stamps, valid
 
 
+def _open(folder: str, keys: list[str], description: dict):
+  """`_open_existing` of a folder that has its valid.npy, else None."""
+  if os.path.exists(os.path.join(folder, "valid.npy")):
+    return _open_existing(folder, keys, description)
+  return None
+
+
+def prepare(split: pipeline.Split, *, cache_root: str, description: dict,
+            shape: tuple[int, ...]) -> None:
+  """Lays out the split's cache folder for features of `shape` (P, D) per image unless a
+  readable one is there: one process does it before others write their shards into it."""
+  folder = cache_folder(cache_root, split, description)
+  if _open(folder, split.keys, description) is None:
+    _create(folder, split.keys, description, (len(split),) + tuple(shape))
+
+
 def extract_features_cached(
     split: pipeline.Split,
     feature_fn: Callable[[np.ndarray], jax.Array],
@@ -171,32 +191,38 @@ def extract_features_cached(
     batch_size: int,
     cache_root: str,
     description: dict,
+    rows: range | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """`pipeline.extract_features` through the cache: same contract, features on disk.
 
   description: what the features depend on besides the pixels (`describe_encoder`); it
     needs "name" and "image_size".
-  Returns the read-only (N, P, D) float16 memory map (rows of unreadable images are zeros)
-  and the indices of the readable images.
+  rows: the images to read, encode and return (default all); other rows of the folder are
+    left as they are (another process's shard).
+  Returns the read-only (len(rows), P, D) float16 memory map of rows (those of unreadable
+  images are zeros) and the indices of the readable images, counted from rows.start.
   """
+  rows = range(len(split)) if rows is None else rows
   folder = cache_folder(cache_root, split, description)
-  now = file_stamps(split)  # before any image is read: a later change shows next run
+  now = file_stamps(split, rows)  # before any image is read: a later change shows next run
   features = stamps = valid = None
-  if os.path.exists(os.path.join(folder, "valid.npy")):
-    opened = _open_existing(folder, split.keys, description)
-    if opened is not None:
-      features, stamps, valid = opened
-      changed = np.flatnonzero((valid != 0) & (stamps != now).any(axis=1))
-      if len(changed):
-        valid[changed] = 0  # unmarked before the rows are overwritten
-        valid.flush()
-  marked = valid is not None
-  todo = [i for i in range(len(split)) if not marked or not valid[i]]
-  kept = [i for i in range(len(split)) if marked and valid[i]]
+  opened = _open(folder, split.keys, description)
+  if opened is not None:
+    features, stamps, valid = opened
+    mine = slice(rows.start, rows.stop)
+    changed = rows.start + np.flatnonzero(
+        (valid[mine] != 0) & (stamps[mine] != now[mine]).any(axis=1))
+    if len(changed):
+      valid[changed] = 0  # unmarked before the rows are overwritten
+      valid.flush()
+  done = (np.zeros(len(rows), bool) if valid is None
+          else np.asarray(valid[rows.start:rows.stop]) != 0)
+  todo = (rows.start + np.flatnonzero(~done)).tolist()
+  kept = (rows.start + np.flatnonzero(done)).tolist()
   skipped: list[str] = []
-  with tqdm.tqdm(total=len(split), initial=len(split) - len(todo), unit="img",
+  with tqdm.tqdm(total=len(rows), initial=len(rows) - len(todo), unit="img",
                  desc=f"caching {split.name} features", disable=len(todo) < 256) as bar:
-    for rows, feats in pipeline.feature_batches(split, todo, feature_fn, batch_size, skipped,
+    for batch, feats in pipeline.feature_batches(split, todo, feature_fn, batch_size, skipped,
                                                 bar):
       if features is None:
         _create(folder, split.keys, description, (len(split),) + feats.shape[1:])
@@ -204,17 +230,17 @@ def extract_features_cached(
       if features.shape[1:] != feats.shape[1:]:
         raise ValueError(f"{folder}: cached features are {features.shape[1:]} per image, the "
                          f"encoder gives {feats.shape[1:]}; delete the folder to rebuild it")
-      features[rows] = feats.astype(np.float16)
-      stamps[rows] = now[rows]
+      features[batch] = feats.astype(np.float16)
+      stamps[batch] = now[batch]
       features.flush()  # data first ...
       stamps.flush()
       _crash_point("before valid flush")
-      valid[rows] = 1
+      valid[batch] = 1
       valid.flush()  # ... then the marks
-      kept.extend(rows)
+      kept.extend(batch)
   pipeline.report_skipped(split.name, skipped)
   if features is None:
     raise ValueError(f"no readable images in the {split.name} split")
   del stamps, valid
-  return np.lib.format.open_memmap(os.path.join(folder, "features.npy"), "r"), np.asarray(
-      sorted(kept), np.int64)
+  features = np.lib.format.open_memmap(os.path.join(folder, "features.npy"), "r")
+  return features[rows.start:rows.stop], np.asarray(sorted(kept), np.int64) - rows.start

@@ -71,6 +71,7 @@ CHECKS: list[Check] = [
            ("data.use_restval", BOOL),
            ("data.cache", BOOL),
            ("data.cache_dir", STRING),
+           ("data.shards", integer(0)),
            ("data.path", STRING),
            ("encoder.weights", STRING),
            ("encoder.resize", one_of(*image_files.RESIZE_METHODS)),
@@ -112,6 +113,11 @@ def _relations(config) -> list[str]:
   if val is not _MISSING and test is not _MISSING and val + test >= 1:
     problems.append(f"data.val_fraction + data.test_fraction = {val + test:g}: must be < 1 "
                     "(leave some images for training)")
+  shards = _get(config, "data.shards")
+  if shards is not _MISSING and shards and config.train.batch_size % shards:
+    problems.append(f"train.batch_size = {config.train.batch_size}: must be a multiple of "
+                    f"data.shards ({shards}): each batch takes as many examples from each "
+                    "shard")
   if _get(config, "train.scst_baseline") == "mean" and _get(config, "train.scst_samples") == 1:
     problems.append("train.scst_baseline = 'mean' (the other samples' mean): needs "
                     "train.scst_samples >= 2")

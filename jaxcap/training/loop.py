@@ -21,32 +21,35 @@ from jaxcap.model import decoders, encoders
 from jaxcap.training import checkpoints, config_checks, faults, logs, parallel, scst, stopping
 from jaxcap.training import workdir as workdir_lib
 
+LOADER_STATE = "loader_state"  # checkpoint meta: the training batches' Grain iterator state
+
 
 def validate(params, spec, data: pipeline.CaptionSet, vocab, config) -> dict:
-  """Greedy captions for the first `train.eval_examples` val images: BLEU-4, CIDEr and the
-  exact-match rate (a caption equal to one of the image's references)."""
-  scores, candidates = captioning.evaluate(
-      params, spec, data, vocab, decoding.DecodeOptions("greedy"), config.model.max_length,
-      limit=config.train.eval_examples, use_java=False, which=metrics.TRAINING)
-  _, references = captioning.caption_set_per_image(data)
+  """Greedy captions for `train.eval_examples` val images (`pipeline.validation_rows`: the
+  first images of each shard): BLEU-4, CIDEr and the exact-match rate (a caption equal to one
+  of the image's references). Each process captions its own shards' images; every process
+  then scores all the captions."""
+  per_shard = pipeline.validation_rows(data, config.train.eval_examples)
+  mine = np.concatenate([per_shard[k] for k in data.local])
+  tokens = decoding.caption_features(
+      params, spec, data.features_of(mine), decoding.DecodeOptions("greedy"),
+      start_id=vocab.start_id, end_id=vocab.end_id, max_length=config.model.max_length)
+  shares = len(data.local)
+  counts = [sum(len(r) for r in per_shard[p * shares:(p + 1) * shares])
+            for p in range(data.processes)]
+  tokens = parallel.gather_rows(tokens.astype(np.int32), counts)
+  candidates = [vocab.to_text(row) for row in tokens]
+  references = [data.references[r] for r in np.concatenate(per_shard)]
+  scores = metrics.score(dict(enumerate(references)), dict(enumerate(candidates)),
+                         use_java=False, which=metrics.TRAINING)
   return {"val_bleu4": scores["Bleu_4"], "val_cider": scores["CIDEr"],
           "val_exact_match": captioning.exact_match(candidates, references)}
-
-
-def host_share(batch: np.ndarray) -> np.ndarray:
-  """This process's rows of a global batch (all of it on a single host)."""
-  n, i = jax.process_count(), jax.process_index()
-  if batch.shape[0] % n:
-    raise ValueError(f"the batch size ({batch.shape[0]}) must be a multiple of the number of "
-                     f"processes ({n})")
-  per = batch.shape[0] // n
-  return batch[i * per:(i + 1) * per]
 
 
 def evaluate_loss(eval_step, params, data, batch_size, buckets=()) -> float:
   total = count = 0.0
   for feats, tokens in pipeline.eval_batches(data, batch_size, buckets):
-    s, c = eval_step(params, host_share(feats), host_share(tokens))
+    s, c = eval_step(params, feats, tokens)
     total += float(s)
     count += float(c)
   return total / max(count, 1.0)
@@ -129,10 +132,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
   optimizer = training.make_optimizer(config)
   state = training.init_state(decoders.init(jax.random.key(config.seed), spec), optimizer)
-  state, best_cider = resume(
-      workdir, ckpt, best, state,
-      lambda saved: checkpoints.check_compatible(saved, spec=spec, vocab=vocab,
-                                                 encoder=encoder.NAME, where=workdir))
+  resumed = {}  # the meta of the checkpoint resumed from (the last one checked)
+
+  def check_meta(saved):
+    checkpoints.check_compatible(saved, spec=spec, vocab=vocab, encoder=encoder.NAME,
+                                 where=workdir)
+    resumed.clear()
+    resumed.update(saved)
+
+  state, best_cider = resume(workdir, ckpt, best, state, check_meta)
   primary = jax.process_index() == 0  # the one process that writes logs
   if primary:
     with disk.writing(workdir, "the vocabulary and config"):
@@ -150,8 +158,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Self-critical steps (train.scst_steps) follow the cross-entropy ones in the same loop.
   num_steps = ce_steps + scst.Settings.from_config(config.train).steps
   phase = (scst.Phase(config, train_set, vocab, spec, jax.random.key(config.seed),
-                      compute_dtype=dtype, host_share=host_share, mesh=mesh)
+                      compute_dtype=dtype, mesh=mesh)
            if num_steps > max(start, ce_steps) else None)
+  # Grain streams this process's part of each batch; its state is in every checkpoint (the
+  # same in every process: the batches are a function of the step).
+  batches = pipeline.TrainBatches(train_set, config.train.batch_size, config.seed,
+                                  config.train.length_buckets).iterator(
+      ce_steps, resumed.get(LOADER_STATE, {"next_index": min(start, ce_steps)}))
   state = parallel.put_replicated(state, mesh)
   writer = logs.Writer(workdir, config.to_dict(), start, enabled=primary)
   last = {"step": start}
@@ -166,9 +179,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     for step in range(start, num_steps):
       if step < ce_steps:
-        feats, tokens = pipeline.train_batch(train_set, config.train.batch_size, config.seed,
-                                             step, config.train.length_buckets)
-        state, metrics = train_step(state, host_share(feats), host_share(tokens))
+        feats, tokens = next(batches)
+        state, metrics = train_step(state, feats, tokens)
       else:
         state, metrics = phase.step(state, step)
       loss = metrics["loss"]
@@ -213,7 +225,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if (done % config.train.checkpoint_every == 0 or done == num_steps
           or signals.signum is not None):
         host = jax.device_get(state)  # replicated: every process holds all of it
-        ckpt.save(done, meta, params=host.params, opt_state=host.opt_state)
+        ckpt.save(done, dict(meta, **{LOADER_STATE: batches.get_state()}), params=host.params,
+                  opt_state=host.opt_state)
       if signals.signum is not None and done < num_steps:
         raise stopping.Interrupted(signals.signum, done)
   finally:

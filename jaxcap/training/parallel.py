@@ -2,15 +2,18 @@
 
 The training state lives replicated on every device of the mesh (`NamedSharding(mesh, P())`),
 a batch is split on its leading axis over the mesh's one axis, `AXIS` ("data"). Each process
-feeds its own rows of the global batch (`loop.host_share`): `global_batch` puts them on this
+feeds its own rows of the global batch (its data shards' part: `pipeline.TrainBatches`): `global_batch` puts them on this
 process's devices, and together the processes' rows make one global array. The steps run
 per-device code under `jax.shard_map` on that mesh (steps.py, scst.py).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -21,7 +24,7 @@ def data_mesh(devices=None) -> Mesh:
   """A 1-D mesh over `devices` (default: every device of every process), axis `AXIS`.
 
   jax.devices() lists each process's devices together, so process i's devices hold the i-th
-  block of a global batch: the rows `loop.host_share` gives it.
+  block of a global batch: the rows of its data shards.
   """
   return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
 
@@ -76,3 +79,14 @@ def local_copy(tree):
   """The copy of a replicated `tree` on this process's first device (no transfer): for code
   that runs on one device, such as greedy validation."""
   return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+
+def gather_rows(local: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+  """Every process's rows of `local` in process order, counts[p] of them from process p
+  (`local` itself with one process)."""
+  if jax.process_count() == 1:
+    return local
+  padded = np.zeros((max(counts),) + local.shape[1:], local.dtype)
+  padded[:len(local)] = local
+  every = np.asarray(multihost_utils.process_allgather(padded))
+  return np.concatenate([every[p, :c] for p, c in enumerate(counts)])

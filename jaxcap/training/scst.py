@@ -66,7 +66,7 @@ class Phase:
   """
 
   def __init__(self, config, train_set, vocab: text.Vocabulary, spec: decoders.DecoderSpec, rng,
-               *, compute_dtype=jnp.float32, host_share=lambda x: x, mesh=None):
+               *, compute_dtype=jnp.float32, mesh=None):
     self.settings = Settings.from_config(config.train)
     self.batch_size = self.settings.batch_size or config.train.batch_size
     self.seed, self.first_step = config.seed, config.train.num_steps
@@ -81,11 +81,22 @@ class Phase:
                                     config.train.eps)
     self.mesh = mesh or parallel.data_mesh()
     self._init_opt = jax.jit(optimizer.init, out_shardings=parallel.replicated(self.mesh))
-    self.data, self.host_share = train_set, host_share
+    self.data = train_set
     self.end_id, self.start_id = vocab.end_id, vocab.start_id
-    # One row per image: its first example, and all its references.
+    # One row per image: its first example, and all its references (of every shard: the
+    # CIDEr-D document frequencies are the whole training set's).
     _, first = np.unique(train_set.image_index, return_index=True)
     self.rows = first
+    # Each shard's images, a range of `first`; a step samples the same number from each.
+    shards = len(train_set.shards)
+    if self.batch_size % shards:
+      raise ValueError(f"train.scst_batch_size ({self.batch_size}) must be a multiple of the "
+                       f"number of data shards ({shards})")
+    self.image_starts = [int(np.searchsorted(first, start)) for start, _ in train_set.shards]
+    ends = self.image_starts[1:] + [len(first)]
+    self.index = [pipeline.index_batches(
+        end - start, self.batch_size // shards, self.seed, k, "training images",
+        "train.scst_batch_size") for k, (start, end) in enumerate(zip(self.image_starts, ends))]
     self.reward = cider_reward.CiderD.from_texts([train_set.references[r] for r in first], vocab)
     self.rng = jax.random.fold_in(rng, 0x5C57)
     ids = dict(start_id=vocab.start_id, end_id=vocab.end_id)
@@ -102,9 +113,9 @@ class Phase:
   def step(self, state, step: int):
     if step == self.first_step:
       state = state.replace(opt_state=self._init_opt(state.params))
-    images = self.host_share(pipeline.batch_rows(
-        len(self.rows), self.batch_size, self.seed, step, "training images",
-        "train.scst_batch_size"))
+    # This process's images (indices into self.rows): its shards' parts of the global batch.
+    images = np.concatenate([self.image_starts[k] + self.index[k][step]
+                             for k in self.data.local])
     features = parallel.global_batch(self.data.features_of(self.rows[images]), self.mesh)
     sampled, greedy = self._sample(state.params, features, jax.random.fold_in(self.rng, step))
     tokens = parallel.process_rows(sampled)  # this process's images' samples; waits
