@@ -119,7 +119,8 @@ def test_sample_falls_back_from_a_damaged_checkpoint(env, uninterrupted, tmp_pat
   damage(workdir / "checkpoints" / "16", kind)
   result = sample(env, workdir, "--checkpoint", "latest")
   assert result.returncode == 0, result.stderr[-3000:]
-  lines = [l for l in result.stderr.strip().splitlines() if not l.startswith(("decoding:", "model:"))]
+  lines = [l for l in result.stderr.strip().splitlines()
+           if not l.startswith(("decoding:", "model:"))]
   assert "Traceback" not in result.stderr and len(lines) == 2, result.stderr
   assert lines[0].startswith(f"warning: checkpoint {workdir}/checkpoints/16 cannot be read: ")
   assert {"truncated": "not valid for value of size",
