@@ -12,6 +12,7 @@ import sys
 import jax
 
 from jaxcap.model import decoders
+from jaxcap.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -93,3 +94,12 @@ def compile_events(prefixes=("/jax/core/compile/",)):
     yield events
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def checkpoint_state(workdir, step):
+  """(params, opt_state) of checkpoint `step`, restored without a template."""
+  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
+  restored = ckpt._restore(step, params=checkpoints.ocp.args.StandardRestore(),
+                           opt_state=checkpoints.ocp.args.StandardRestore())
+  ckpt.close()
+  return restored["params"], restored["opt_state"]

@@ -11,13 +11,13 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import ROOT, checkpoint_state
 
 from jaxcap import captioner
 from jaxcap.data import pipeline
 from jaxcap.model import decoders
 from jaxcap.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["train.py", "--config", "configs/quickstart.py",
         "--config.data.num_train=64", "--config.data.num_val=16", "--config.data.num_test=0",
         "--config.model.units=16", "--config.train.batch_size=16",
@@ -183,12 +183,3 @@ def test_killed_two_process_run_resumes_to_the_same_parameters(tmp_path, two_pro
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def checkpoint_state(workdir, step):
-  """(params, opt_state) of checkpoint `step`, restored without a template."""
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-  restored = ckpt._restore(step, params=checkpoints.ocp.args.StandardRestore(),
-                           opt_state=checkpoints.ocp.args.StandardRestore())
-  ckpt.close()
-  return restored["params"], restored["opt_state"]

@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import ROOT, TINY_RESUME as TINY, metrics_rows, train  # noqa: F401
+from helpers import ROOT, checkpoint_state, metrics_rows, train  # noqa: F401
 
 from jaxcap.data import shapes
 from jaxcap.training import checkpoints
@@ -32,15 +32,6 @@ def sample(env, workdir, *flags):
       [sys.executable, "sample.py", "--workdir", str(workdir), "--greedy", "--cache_dir", "",
        "--image", images[0][0]] + list(flags),
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def final_state(workdir, step):
-  """(params, opt_state) of checkpoint `step`, restored without a template."""
-  ckpt = checkpoints.Checkpoints(workdir, read_only=True)
-  restored = ckpt._restore(step, params=checkpoints.ocp.args.StandardRestore(),
-                           opt_state=checkpoints.ocp.args.StandardRestore())
-  ckpt.close()
-  return restored["params"], restored["opt_state"]
 
 
 def assert_trees_equal(a, b):
@@ -83,7 +74,7 @@ def test_killed_at_every_commit_point_resumes_to_the_same_run(env, uninterrupted
 
   # Same parameters and optimizer state, bit for bit, as the run never interrupted...
   assert checkpoints.Checkpoints(workdir, read_only=True).steps() == [12, 16]
-  assert_trees_equal(final_state(workdir, 16), final_state(uninterrupted, 16))
+  assert_trees_equal(checkpoint_state(workdir, 16), checkpoint_state(uninterrupted, 16))
   # ... the same batches in the same order (every logged training loss equal), one row per
   # step (rows logged after the last checkpoint of a killed run are dropped on resume) ...
   rows, reference = metrics_rows(workdir), metrics_rows(uninterrupted)
