@@ -63,7 +63,10 @@ def print_help(argv) -> None:
   spec.loader.exec_module(module)
   config = module.get_config(*arg)
   flag_help = FLAGS.get_help() if "--helpfull" in argv else FLAGS.main_module_help()
-  print(f"{__doc__.strip()}\n\nflags:\n{flag_help}\n\n{config_help.describe(config, path)}")
+  usage = ("usage: train.py --config FILE --workdir DIR [--config.FIELD=VALUE ...] "
+           "(or: jaxcap train ...)")
+  print(f"{usage}\n\n{__doc__.strip()}\n\nflags:\n{flag_help}\n\n"
+        f"{config_help.describe(config, path)}")
 
 
 def parse_flags(argv):
