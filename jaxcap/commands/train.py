@@ -65,8 +65,11 @@ def print_help(argv) -> None:
   flag_help = FLAGS.get_help() if "--helpfull" in argv else FLAGS.main_module_help()
   usage = ("usage: train.py --config FILE --workdir DIR [--config.FIELD=VALUE ...] "
            "(or: jaxcap train ...)")
-  print(f"{usage}\n\n{__doc__.strip()}\n\nflags:\n{flag_help}\n\n"
-        f"{config_help.describe(config, path)}")
+  try:
+    print(f"{usage}\n\n{__doc__.strip()}\n\nflags:\n{flag_help}\n\n"
+          f"{config_help.describe(config, path)}", flush=True)
+  except BrokenPipeError:  # `train.py --help | head`: the reader has what it wanted
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def parse_flags(argv):
