@@ -208,11 +208,13 @@ def init_state(params, optimizer, ema_decay: float = 0.0) -> TrainState:
 
 
 
-def init_train_state(params, optimizer, mesh: Mesh | None = None) -> TrainState:
+def init_train_state(params, optimizer, mesh: Mesh | None = None,
+                     ema_decay: float = 0.0) -> TrainState:
   """The train state of `params` (a pytree of float32 arrays, e.g. `decoders.init`): step 0,
-  `optimizer.init(params)`, replicated on every device of `mesh` (default: all devices).
-  What `TrainStep`, `make_train_step` and `make_step` take."""
-  return parallel.put_replicated(init_state(params, optimizer), mesh or parallel.data_mesh())
+  `optimizer.init(params)` (and an `Ema` with `ema_decay` > 0), replicated on every device of
+  `mesh` (default: all devices). What `TrainStep`, `make_train_step` and `make_step` take."""
+  return parallel.put_replicated(init_state(params, optimizer, ema_decay),
+                                 mesh or parallel.data_mesh())
 
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
