@@ -35,6 +35,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.max_length = 32
   config.model.grid_position_embedding = False
   config.model.init_hidden_from_image = False
+  # Small-data regularisers (docs/quality.md, "Regularisers"): on the emoji set, three seeds
+  # each, they raised mean validation CIDEr from 71.3 to 75.0 and lowered the best
+  # validation loss in every seed (3.06-3.18 vs 3.22-3.38); the seed's GRU is all of them off.
+  config.model.embedding_dropout = 0.2
+  config.model.output_dropout = 0.3
+  config.model.tie_embedding = True
+  config.train.label_smoothing = 0.1
+  config.train.ema_decay = 0.99
 
   # A few hundred to a few thousand images are learnt by heart in about 1,000 steps, and
   # validation loss rises after that: validate often and caption with best/ (the

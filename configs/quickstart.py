@@ -48,6 +48,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_layers = 0  # transformer: 0 = 2 blocks
   config.model.mlp_dim = 0  # transformer: 0 = 4 x units
   config.model.dropout = 0.1  # transformer only
+  # Small-data regularisers, all off (0) by default (docs/quality.md measures them). GRUs:
+  # dropout on the word embeddings, and between the GRU's output and the attention.
+  config.model.embedding_dropout = 0.0
+  config.model.gru_output_dropout = 0.0
+  # Every decoder: dropout on the outputs before the vocabulary projection, and that
+  # projection tied to the word embedding (its kernel = the embedding transposed).
+  config.model.output_dropout = 0.0
+  config.model.tie_embedding = False
   # GRU decoders only (the transformer always embeds grid positions).
   # Not in the seed: a learned embedding per image-grid position, added to the encoder grid.
   # Without it the seed's decoder sees no explicit position and confuses "left of"/"above"
@@ -74,6 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
   # the number of compiled shapes small.
   config.train.length_buckets = (8, 12)
   config.train.compute_dtype = "float32"  # or "bfloat16" (float32 params and loss)
+  config.train.label_smoothing = 0.0  # target (1 - eps) one-hot + eps / V; 0 = the seed's
+  config.train.weight_decay = 0.0  # > 0: AdamW's decoupled decay of kernels and embeddings
+  # > 0: keep an exponential moving average of the parameters (e.g. 0.999), which
+  # validation, best/, sample, evaluate, export and serve then use; saved in checkpoints.
+  config.train.ema_decay = 0.0
   config.train.log_every = 50
   config.train.eval_every = 250
   config.train.eval_examples = 256  # greedy exact-match on this many val examples
@@ -99,4 +112,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.decoding.beam_size = 3
   config.decoding.alpha = 0.0  # beam length-penalty exponent
   config.decoding.seed = 0
+  # Repetition rules of every method: no n-gram of this size twice in a caption (0 = off),
+  # no word twice in a row.
+  config.decoding.no_repeat_ngram = 0
+  config.decoding.no_consecutive_repeat = False
   return config

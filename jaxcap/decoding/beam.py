@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from jaxcap.decoding import constraints
 from jaxcap.model import decoders
 
 NEG_INF = -1.0e9
@@ -57,7 +58,8 @@ def _gather_flat(x: jax.Array, index: jax.Array) -> jax.Array:
 
 
 def beam_search(params, spec: decoders.DecoderSpec, features: jax.Array, *, start_id: int,
-                end_id: int, max_length: int, beam_size: int, alpha: float = 0.0):
+                end_id: int, max_length: int, beam_size: int, alpha: float = 0.0,
+                rules: tuple | None = None):
   """The `beam_size` best captions per image.
 
   Args:
@@ -67,6 +69,8 @@ def beam_search(params, spec: decoders.DecoderSpec, features: jax.Array, *, star
     max_length: most tokens per caption, `<end>` included.
     beam_size: K.
     alpha: length-penalty exponent (0 = none).
+    rules: None, or (no_repeat_ngram, no_consecutive_repeat) (`constraints.py`): banned
+      continuations are never taken.
 
   Returns:
     tokens (B, K, L) int32 best first (`<end>` included, 0 after), scores (B, K)
@@ -91,7 +95,11 @@ def beam_search(params, spec: decoders.DecoderSpec, features: jax.Array, *, star
                             axis=2)[..., 0])  # (B, K)
     logits, cache, attention = decoders.step(params, spec, context, s.cache, last.reshape(-1),
                                              s.index)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, vocab_size)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    if rules is not None:
+      log_probs = constraints.mask(log_probs, s.alive_tokens.reshape(batch * k, length),
+                                   s.index, *rules, fill=NEG_INF)
+    log_probs = log_probs.reshape(batch, k, vocab_size)
     candidates = (s.alive_log_probs[:, :, None] + log_probs).reshape(batch, k * vocab_size)
     top_scores, top_ids = jax.lax.top_k(candidates, k)  # (B, K)
     beam, token = top_ids // vocab_size, (top_ids % vocab_size).astype(jnp.int32)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcap.decoding import beam
+from jaxcap.decoding import beam, constraints
 from jaxcap.decoding.options import DecodeOptions, add_flags, options_from_flags  # noqa: F401
 from jaxcap.model import decoders
 
@@ -74,14 +74,16 @@ class LoopState:
 
 def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array, *,
                 start_id: int, end_id: int, max_length: int, greedy: bool, top_k=0,
-                temperature=1.0, bound: int | None = None):
+                temperature=1.0, bound: int | None = None, rules: tuple | None = None):
   """Greedy or sampled captions in one `lax.while_loop`.
 
   A caption that has produced `<end>` stops changing (its later tokens stay 0; its cache runs
   on, unread: freezing it cost a copy of every cache each step) and the loop exits once every
   caption is done or at `max_length`. Step i draws with `fold_in(key, i)`, so results do not
   depend on when the loop exits. `top_k` and `temperature` may be traced (see
-  `choose_tokens`; `bound` >= top_k is static).
+  `choose_tokens`; `bound` >= top_k is static). `rules`: None, or (no_repeat_ngram,
+  no_consecutive_repeat), maybe traced (`constraints.py`): the tokens they ban are not
+  chosen; log_probs stay the model's own.
 
   Returns tokens (B, L), attention (B, L, P), log_probs (B,) (see `decode`).
   """
@@ -94,7 +96,9 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
   def body(s: LoopState) -> LoopState:
     logits, cache, attention = decoders.step(params, spec, context, s.cache, s.last_tokens,
                                              s.index)
-    chosen = choose_tokens(logits, jax.random.fold_in(key, s.index), greedy=greedy,
+    allowed = logits if rules is None else constraints.mask(logits, s.tokens, s.index, *rules,
+                                                            fill=-jnp.inf)
+    chosen = choose_tokens(allowed, jax.random.fold_in(key, s.index), greedy=greedy,
                            top_k=top_k, temperature=temperature, bound=bound)
     chosen = jnp.where(s.done, 0, chosen)  # finished captions only pad
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
@@ -125,33 +129,41 @@ def sample_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
 
 def split_options(options: DecodeOptions, vocab_size: int) -> tuple[dict, dict]:
   """options -> (numbers, structure): what the compiled loop takes as data (top_k,
-  temperature, alpha as arrays) and what shapes it (method, beam size, top-k bound).
+  temperature, alpha, the repetition rules as arrays) and what shapes it (method, beam size,
+  top-k bound, whether any repetition rule is on).
 
-  Compiled with the numbers traced, one program serves every temperature, alpha and top_k up
-  to `TOP_K_BOUND`; the seed never enters (it is the key's). Fields a method does not read
-  take fixed values, so they do not split programs either.
+  Compiled with the numbers traced, one program serves every temperature, alpha, n-gram size
+  and top_k up to `TOP_K_BOUND`; the seed never enters (it is the key's). Fields a method
+  does not read take fixed values, so they do not split programs either.
   """
   sample, beam_search = options.method == "sample", options.method == "beam"
-  numbers = {"top_k": np.int32(min(options.top_k, np.iinfo(np.int32).max) if sample else 0),
+  int32_max = np.iinfo(np.int32).max
+  numbers = {"top_k": np.int32(min(options.top_k, int32_max) if sample else 0),
              "temperature": np.float32(options.temperature if sample else 1.0),
-             "alpha": np.float32(options.alpha if beam_search else 0.0)}
+             "alpha": np.float32(options.alpha if beam_search else 0.0),
+             "no_repeat_ngram": np.int32(min(options.no_repeat_ngram, int32_max)),
+             "no_consecutive_repeat": np.bool_(options.no_consecutive_repeat)}
   structure = {"method": options.method,
                "beam_size": options.beam_size if beam_search else 0,
-               "bound": top_k_bound(options.top_k, vocab_size) if sample else 0}
+               "bound": top_k_bound(options.top_k, vocab_size) if sample else 0,
+               "constrained": options.constrained}
   return numbers, structure
 
 
 def _decode(params, spec, features, key, numbers: dict, *, method: str, beam_size: int,
-            bound: int, start_id: int, end_id: int, max_length: int):
+            bound: int, constrained: bool, start_id: int, end_id: int, max_length: int):
   """`decode` with the options split (`split_options`): `numbers` may be traced."""
+  rules = ((numbers["no_repeat_ngram"], numbers["no_consecutive_repeat"]) if constrained
+           else None)
   if method == "beam":
     tokens, _, log_probs, attention = beam.beam_search(
         params, spec, features, start_id=start_id, end_id=end_id, max_length=max_length,
-        beam_size=beam_size, alpha=numbers["alpha"])
+        beam_size=beam_size, alpha=numbers["alpha"], rules=rules)
     return tokens[:, 0], attention[:, 0], log_probs[:, 0]
   return sample_loop(params, spec, features, key, start_id=start_id, end_id=end_id,
                      max_length=max_length, greedy=method == "greedy",
-                     top_k=numbers["top_k"], temperature=numbers["temperature"], bound=bound)
+                     top_k=numbers["top_k"], temperature=numbers["temperature"], bound=bound,
+                     rules=rules)
 
 
 def decode(params, spec: decoders.DecoderSpec, features: jax.Array, key: jax.Array,
@@ -198,8 +210,8 @@ def python_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
 
   Returns tokens (B, L) int32 numpy, 0 after each caption's `<end>`.
   """
-  if options.method == "beam":
-    raise ValueError("python_loop is the reference of greedy and sampling, not beam search")
+  if options.method == "beam" or options.constrained:
+    raise ValueError("python_loop is the reference of unconstrained greedy and sampling")
   context = jax.jit(decoders.prepare, static_argnums=1)(params, spec, features)
   cache = decoders.initial_cache(params, spec, context, max_length)
   last = jnp.full((features.shape[0],), start_id, jnp.int32)
@@ -220,13 +232,15 @@ def python_loop(params, spec: decoders.DecoderSpec, features: jax.Array, key: ja
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
 
 
-_STATIC = ("spec", "method", "beam_size", "bound", "start_id", "end_id", "max_length")
+_STATIC = ("spec", "method", "beam_size", "bound", "constrained", "start_id", "end_id",
+           "max_length")
 _decode_compiled = jax.jit(_decode, static_argnames=_STATIC)
 
 
 def decode_jit(params, spec, features, key, options, *, start_id, end_id, max_length):
-  """`decode`, compiled once per (spec, method, beam size, top-k bound, shapes): new
-  temperatures, top_k values (up to `TOP_K_BOUND`), alphas and seeds compile nothing."""
+  """`decode`, compiled once per (spec, method, beam size, top-k bound, repetition rules on
+  or off, shapes): new temperatures, top_k values (up to `TOP_K_BOUND`), alphas, n-gram sizes
+  and seeds compile nothing."""
   numbers, structure = split_options(options, spec.vocab_size)
   return _decode_compiled(params, spec, features, key, numbers, **structure,
                           start_id=start_id, end_id=end_id, max_length=max_length)

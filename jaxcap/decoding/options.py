@@ -21,6 +21,8 @@ RANGES = {
     "beam_size": ranges.integer(1),
     "alpha": ranges.number(0),  # the length-penalty exponent
     "seed": ranges.INT,
+    "no_repeat_ngram": ranges.integer(0),  # 0: off
+    "no_consecutive_repeat": ranges.BOOL,
 }
 
 
@@ -33,6 +35,9 @@ class DecodeOptions:
     (`beam_size` best captions by log-probability over the GNMT length penalty with
     exponent `alpha`; beam_size 1 = greedy).
   seed: the sampling key's seed (sampling only).
+  no_repeat_ngram: no n-gram of this size twice within a caption (0 = off; 1 = no word
+    twice); no_consecutive_repeat: no token twice in a row. Every method obeys them
+    (`constraints.py`); off by default.
   """
   method: str = "greedy"
   top_k: int = 10
@@ -40,6 +45,8 @@ class DecodeOptions:
   beam_size: int = 3
   alpha: float = 0.0
   seed: int = 0
+  no_repeat_ngram: int = 0
+  no_consecutive_repeat: bool = False
 
   def __post_init__(self):
     problems = [f"{name} = {getattr(self, name)!r}: must be {allowed}"
@@ -47,7 +54,17 @@ class DecodeOptions:
     if problems:
       raise ValueError("; ".join(problems))
 
+  @property
+  def constrained(self) -> bool:
+    """Whether a repetition rule is on."""
+    return bool(self.no_repeat_ngram or self.no_consecutive_repeat)
+
   def describe(self) -> str:
+    rules = ([f"no repeated {self.no_repeat_ngram}-gram"] if self.no_repeat_ngram else []) + (
+        ["no word twice in a row"] if self.no_consecutive_repeat else [])
+    return self._describe_method() + (f", {', '.join(rules)}" if rules else "")
+
+  def _describe_method(self) -> str:
     if self.method == "beam":
       return f"beam {self.beam_size}" + (f" (alpha {self.alpha})" if self.alpha else "")
     if self.method == "sample":
@@ -81,6 +98,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   g.add_argument("--alpha", type=float, default=None,
                  help="beam search length-penalty exponent (0 = plain log-probability)")
   g.add_argument("--seed", type=int, default=None, help="sampling seed")
+  g.add_argument("--no_repeat_ngram", type=int, default=None, metavar="N",
+                 help="no n-gram of size N twice within a caption (0 = off, 1 = no word twice)")
+  g.add_argument("--no_consecutive_repeat", action="store_true", default=None,
+                 help="no word twice in a row")
 
 
 def options_from_flags(args: argparse.Namespace, default: DecodeOptions) -> DecodeOptions:
@@ -91,6 +112,7 @@ def options_from_flags(args: argparse.Namespace, default: DecodeOptions) -> Deco
   if args.greedy and args.decoding not in (None, "greedy"):
     raise ValueError(f"--greedy contradicts --decoding {args.decoding}")
   given = {name: getattr(args, name) for name in ("top_k", "temperature", "beam_size",
-                                                  "alpha", "seed")
-           if getattr(args, name) is not None}
+                                                  "alpha", "seed", "no_repeat_ngram",
+                                                  "no_consecutive_repeat")
+           if getattr(args, name, None) is not None}
   return dataclasses.replace(default, **({"method": method} if method else {}), **given)

@@ -6,6 +6,8 @@ one-step decoder (B, 1, ...) call the very same code.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -21,58 +23,84 @@ def dense(params: dict, x: jax.Array) -> jax.Array:
   return x @ params["kernel"].astype(x.dtype) + params["bias"].astype(x.dtype)
 
 
-def cross_entropy_terms(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None, site: int) -> jax.Array:
+  """Inverted dropout of x at `rate` with the key fold_in(rng, site) (one site per place in
+  a model, so places draw independent masks); x itself when rng is None or rate is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(jax.random.fold_in(rng, site), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def cross_entropy_terms(logits: jax.Array, targets: jax.Array, smoothing: float = 0.0
+                        ) -> tuple[jax.Array, jax.Array]:
   """Summed softmax cross-entropy over the non-padding targets, and how many there are.
 
   Args:
     logits: (..., V), taken in float32.
     targets: (...) int, 0 = padding.
+    smoothing: label smoothing eps: the target distribution is (1 - eps) one-hot + eps / V
+      (as `optax.smooth_labels`); 0 = the seed's loss.
 
   Returns:
     (loss sum, count) scalars: the seed's loss is their ratio.
   """
-  total, count, _, _ = _cross_entropy(logits.astype(jnp.float32), targets)
+  total, count, _, _ = _cross_entropy(logits.astype(jnp.float32), targets, smoothing)
   return total, count
 
 
-def _cross_entropy(logits, targets):
+def _cross_entropy(logits, targets, smoothing=0.0):
   """(loss sum, count, log-normalisers (...), mask (...)) of float32 logits (..., V)."""
   log_norm = jax.nn.logsumexp(logits, axis=-1)
   mask = (targets != 0).astype(jnp.float32)
   picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return jnp.sum((log_norm - picked) * mask), jnp.sum(mask), log_norm, mask
+  if smoothing:  # -sum_v q_v log p_v with q = (1 - eps) one-hot + eps / V
+    per = log_norm - (1.0 - smoothing) * picked - smoothing * jnp.mean(logits, axis=-1)
+  else:
+    per = log_norm - picked
+  return jnp.sum(per * mask), jnp.sum(mask), log_norm, mask
 
 
-@jax.custom_vjp
-def dense_cross_entropy(dense_params: dict, x: jax.Array, targets: jax.Array
-                        ) -> tuple[jax.Array, jax.Array]:
-  """`cross_entropy_terms(dense(dense_params, x), targets)`, with its gradient written out.
+def dense_cross_entropy(dense_params: dict, x: jax.Array, targets: jax.Array,
+                        smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """`cross_entropy_terms(dense(dense_params, x), targets, smoothing)`, with its gradient
+  written out.
 
-  x (N, U), targets (N,). Same value and gradients as differentiating the two calls, in
-  fewer passes over the (N, V) logits: the gradient (softmax - one-hot) * mask is formed
-  once and feeds the three products directly, and the bias gradient is a product with a
-  ones vector, where XLA:CPU's column sum of the logits' gradient took longer than a
-  matmul (bench/profile_train.py).
+  x (N, U), targets (N,), smoothing a Python float (label smoothing, 0 = none). Same value
+  and gradients as differentiating the two calls, in fewer passes over the (N, V) logits:
+  the gradient (softmax - target distribution) * mask is formed once and feeds the three
+  products directly, and the bias gradient is a product with a ones vector, where
+  XLA:CPU's column sum of the logits' gradient took longer than a matmul
+  (bench/profile_train.py).
   """
-  return _dense_cross_entropy_forward(dense_params, x, targets)[0]
+  return _dense_cross_entropy(dense_params, x, targets, float(smoothing))
 
 
-def _dense_cross_entropy_forward(dense_params, x, targets):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _dense_cross_entropy(dense_params, x, targets, smoothing):
+  return _dense_cross_entropy_forward(dense_params, x, targets, smoothing)[0]
+
+
+def _dense_cross_entropy_forward(dense_params, x, targets, smoothing):
   # The bias is added inside the elementwise passes that read the logits (here and in the
   # backward pass) rather than written into a second (N, V) array.
   products = (x @ dense_params["kernel"].astype(x.dtype)).astype(jnp.float32)
   bias = dense_params["bias"].astype(x.dtype).astype(jnp.float32)
-  total, count, log_norm, mask = _cross_entropy(products + bias, targets)
+  total, count, log_norm, mask = _cross_entropy(products + bias, targets, smoothing)
   return (total, count), (dense_params, x, targets, products, log_norm, mask)
 
 
-def _dense_cross_entropy_backward(saved, cotangents):
+def _dense_cross_entropy_backward(smoothing, saved, cotangents):
   dense_params, x, targets, products, log_norm, mask = saved
   kernel, bias = dense_params["kernel"], dense_params["bias"]
   scale = cotangents[0] * mask  # the count is a constant of the targets
   logits = products + bias.astype(x.dtype).astype(jnp.float32)
   grad = jnp.exp(logits - log_norm[:, None])
-  grad = grad.at[jnp.arange(grad.shape[0]), targets].add(-1.0) * scale[:, None]
+  if smoothing:  # softmax - ((1 - eps) one-hot + eps / V)
+    grad = grad.at[jnp.arange(grad.shape[0]), targets].add(smoothing - 1.0)
+    grad = (grad - smoothing / grad.shape[-1]) * scale[:, None]
+  else:
+    grad = grad.at[jnp.arange(grad.shape[0]), targets].add(-1.0) * scale[:, None]
   grad_c = grad.astype(x.dtype)
   d_params = {"kernel": (x.T @ grad_c).astype(kernel.dtype),
               "bias": (jnp.ones((grad.shape[0],), grad.dtype) @ grad).astype(bias.dtype)}
@@ -80,7 +108,7 @@ def _dense_cross_entropy_backward(saved, cotangents):
   return d_params, d_x, None
 
 
-dense_cross_entropy.defvjp(_dense_cross_entropy_forward, _dense_cross_entropy_backward)
+_dense_cross_entropy.defvjp(_dense_cross_entropy_forward, _dense_cross_entropy_backward)
 
 
 def project_grid(dense_params: dict, features: jax.Array,

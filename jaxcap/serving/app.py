@@ -53,18 +53,22 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 # one request cannot ask for a vast beam. Every value is data to the compiled loop but the
 # beam size, so at most 16 beam programs per batch size, each compiled on first use.
 LIMITS = {"top_k": (0, None), "temperature": (0.05, 10.0), "beam_size": (1, 16),
-          "alpha": (0.0, 2.0), "seed": (0, 2**31 - 1)}
-_USED = {"greedy": (), "sample": ("top_k", "temperature", "seed"),
-         "beam": ("beam_size", "alpha")}  # the fields each method reads
+          "alpha": (0.0, 2.0), "seed": (0, 2**31 - 1), "no_repeat_ngram": (0, 64),
+          "no_consecutive_repeat": (0, 1)}
+_RULES = ("no_repeat_ngram", "no_consecutive_repeat")  # every method's (as data: no compile)
+_USED = {"greedy": _RULES, "sample": ("top_k", "temperature", "seed") + _RULES,
+         "beam": ("beam_size", "alpha") + _RULES}  # the fields each method reads
 # Plain ASCII numbers only: no underscores, no non-ASCII digits, no nan/inf, short.
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
 _NUMBER = re.compile(r"[+-]?([0-9]{1,40}\.?[0-9]{0,40}|\.[0-9]{1,40})([eE][+-]?[0-9]{1,4})?")
 
 
 def describe(options: DecodeOptions) -> dict:
-  """The fields that matter for this method (the `decoding` of each answer)."""
+  """The fields that matter for this method (the `decoding` of each answer); the repetition
+  rules only when on."""
   return {"method": options.method,
-          **{k: getattr(options, k) for k in _USED[options.method]}}
+          **{k: getattr(options, k) for k in _USED[options.method]
+             if k not in _RULES or getattr(options, k)}}
 
 
 def _shown(text: str) -> str:
@@ -101,8 +105,10 @@ def parse_options(fields: dict[str, str], vocab_size: int,
       values[name] = text
       continue
     low, high = LIMITS[name]
-    values[name] = parse_number(name, text.strip(), types[name] == "int", low,
+    values[name] = parse_number(name, text.strip(), types[name] in ("int", "bool"), low,
                                 vocab_size if high is None else high)
+    if types[name] == "bool":
+      values[name] = bool(values[name])
   method = values.get("method", default.method)
   return dataclasses.replace(default, method=method,
                              **{k: v for k, v in values.items() if k in _USED[method]})
@@ -373,7 +379,7 @@ def describe_model(captioner) -> dict:
 
 HINT = ("POST /caption with an image (multipart field 'image', one or more files, or the "
         "file itself as the body) and optional decoding fields method, temperature, top_k, "
-        "seed, beam_size, alpha; GET / is the page, GET /health and GET /info describe the "
+        "seed, beam_size, alpha, no_repeat_ngram, no_consecutive_repeat (0/1); GET / is the page, GET /health and GET /info describe the "
         "server")
 
 

@@ -18,7 +18,7 @@ training.make_train_step(...)`.
 
 from jaxcap.training.parallel import AXIS, data_mesh  # noqa: F401
 from jaxcap.training.steps import (  # noqa: F401
-    COMPUTE_DTYPES, LENGTH_MULTIPLE, LR_SCHEDULES, LossFn, PackedStep, TrainState, TrainStep,
+    COMPUTE_DTYPES, LENGTH_MULTIPLE, Ema, LR_SCHEDULES, LossFn, PackedStep, TrainState, TrainStep,
     cross_entropy, init_state, init_train_state, keras_adam, learning_rate_schedule, loss,
     loss_terms, make_eval_step, make_optimizer, make_step, make_train_step, pack_batch,
     packed_size, shift_targets)

@@ -3,7 +3,9 @@
 Each step directory holds three items: `params` (the decoder parameters, all that captioning
 needs), `opt_state` (the optimizer state, for resuming) and `meta` (a JSON record of the
 config, the model description and the vocabulary), so a checkpoint is enough to caption
-images with. There is no RNG state to save: initialisation, batches and dropout are functions
+images with. A run with `train.ema_decay` adds a fourth, `ema_params` (the parameters'
+moving average), which is what `restore_params` gives readers to caption with; in best/ the
+average is saved as `params` itself. There is no RNG state to save: initialisation, batches and dropout are functions
 of `config.seed` and the step, so a resumed run continues exactly as if never stopped.
 
 Crash safety. Orbax writes each checkpoint into a temporary directory and renames it only
@@ -50,6 +52,7 @@ class UnreadableCheckpointError(ValueError):
 
 
 LATEST, BEST = "checkpoints", "best"
+EMA = "ema_params"  # the item holding the parameters' moving average
 _DELETING = "deleting"
 UNREADABLE = "unreadable"
 
@@ -157,12 +160,16 @@ class Checkpoints:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def save(self, step: int, meta: dict, *, params: Any, opt_state: Any = None) -> None:
+  def save(self, step: int, meta: dict, *, params: Any, opt_state: Any = None,
+           ema_params: Any = None) -> None:
     """Starts writing a checkpoint (pytrees on host or one device) in the background;
-    without `opt_state` (best/), it can caption but not resume."""
+    without `opt_state` (best/), it can caption but not resume. `ema_params`: the moving
+    average, which readers then caption with (`restore_params`)."""
     items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
       items["opt_state"] = ocp.args.StandardSave(opt_state)
+    if ema_params is not None:
+      items[EMA] = ocp.args.StandardSave(ema_params)
     self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._purge_deleted()  # what the previous save moved aside (orbax waited for it above)
 
@@ -172,10 +179,21 @@ class Checkpoints:
     return self._restore(step, meta=ocp.args.JsonRestore())["meta"]
 
   def restore_params(self, step: int) -> Any:
-    """The decoder parameters of a checkpoint, as saved (no template, no optimizer)."""
+    """The decoder parameters to caption with, as saved (no template, no optimizer): the
+    moving average when the checkpoint holds one, else `params`."""
     if compat.is_legacy_state_checkpoint(self.step_dir(step)):
       return compat.restore_legacy_state(self._manager, step)[0]
-    return self._restore(step, params=ocp.args.StandardRestore())["params"]
+    item = EMA if self.has_ema(step) else "params"
+    return self._restore(step, **{item: ocp.args.StandardRestore()})[item]
+
+  def has_ema(self, step: int) -> bool:
+    return os.path.isdir(os.path.join(self.step_dir(step), EMA))
+
+  def restore_ema(self, step: int, template: Any) -> Any:
+    """The moving average saved at `step`, shaped like `template`; None if none was kept."""
+    if not self.has_ema(step):
+      return None
+    return self._restore(step, **{EMA: ocp.args.StandardRestore(template)})[EMA]
 
   def restore_training(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any]:
     """(params, opt_state) of a checkpoint, shaped like the given templates."""

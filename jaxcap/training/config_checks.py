@@ -86,7 +86,10 @@ CHECKS: list[Check] = [
            ("train.scst_baseline", one_of("greedy", "mean")),
            ("train.scst_learning_rate", number(0, low_open=True)),
            ("train.scst_temperature", number(0, low_open=True)),
-           ("train.scst_top_k", integer(0))),
+           ("train.scst_top_k", integer(0)),
+           ("train.label_smoothing", number(0, 1, high_open=True)),
+           ("train.weight_decay", number(0)),
+           ("train.ema_decay", number(0, 1, high_open=True))),
 ]
 
 _MISSING = object()

@@ -69,7 +69,12 @@ def resume(workdir: str, ckpt: checkpoints.Checkpoints, best: checkpoints.Checkp
   def restore(step):
     check_meta(ckpt.restore_meta(step))
     params, opt_state = ckpt.restore_training(step, state.params, state.opt_state)
-    return state.replace(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
+    ema = state.ema
+    if ema is not None:  # a checkpoint saved without an average starts one from its params
+      saved = ckpt.restore_ema(step, ema.params)
+      ema = ema.replace(params=saved if saved is not None else jax.tree.map(np.copy, params))
+    return state.replace(step=np.asarray(step, np.int32), params=params, opt_state=opt_state,
+                         ema=ema)
 
   step, restored = ckpt.newest_readable(restore, set_aside=True)
   if restored is None and ckpt.steps():
@@ -131,7 +136,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   best = checkpoints.Checkpoints(workdir, max_to_keep=1, kind=checkpoints.BEST)
   meta = checkpoints.make_meta(config.to_dict(), spec, vocab, encoder.NAME)
   optimizer = training.make_optimizer(config)
-  state = training.init_state(decoders.init(jax.random.key(config.seed), spec), optimizer)
+  # With train.ema_decay, the parameters' moving average is what validation, best/ and every
+  # reader of the checkpoints (sample, evaluate, export, serve) use.
+  state = training.init_state(decoders.init(jax.random.key(config.seed), spec), optimizer,
+                              config.train.get("ema_decay", 0.0))
   resumed = {}  # the meta of the checkpoint resumed from (the last one checked)
 
   def check_meta(saved):
@@ -151,7 +159,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   dtype = training.COMPUTE_DTYPES[config.train.compute_dtype]
   mesh = parallel.data_mesh()  # every device of every process
   train_step = training.make_train_step(optimizer, spec, dtype, dropout_seed=config.seed,
-                                        mesh=mesh)
+                                        mesh=mesh,
+                                        label_smoothing=config.train.get("label_smoothing", 0.0))
   eval_step = training.make_eval_step(spec, dtype, mesh)
   start = int(state.step)
   ce_steps = config.train.num_steps
@@ -202,13 +211,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                **(phase.pop_scalars() if phase else {})}
         window_start, window_losses = time.perf_counter(), []
       if val_set is not None and (done % config.train.eval_every == 0 or done == num_steps):
-        row["val_loss"] = evaluate_loss(eval_step, state.params, val_set,
+        row["val_loss"] = evaluate_loss(eval_step, state.eval_params, val_set,
                                         config.train.batch_size, config.train.length_buckets)
-        row.update(validate(parallel.local_copy(state.params), spec, val_set, vocab, config))
+        row.update(validate(parallel.local_copy(state.eval_params), spec, val_set, vocab,
+                            config))
         if row["val_cider"] > best_cider:
           best_cider = row["val_cider"]
           best.save(done, dict(meta, val_cider=best_cider),
-                    params=jax.device_get(state.params))
+                    params=jax.device_get(state.eval_params))
           # Committed before anything else of this step is written, so that a crash leaves
           # one of a few known states (see `resume`), not a race between two saves.
           best.wait()
@@ -226,7 +236,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           or signals.signum is not None):
         host = jax.device_get(state)  # replicated: every process holds all of it
         ckpt.save(done, dict(meta, **{LOADER_STATE: batches.get_state()}), params=host.params,
-                  opt_state=host.opt_state)
+                  opt_state=host.opt_state,
+                  ema_params=host.eval_params if host.ema is not None else None)
       if signals.signum is not None and done < num_steps:
         raise stopping.Interrupted(signals.signum, done)
   finally:

@@ -78,7 +78,7 @@ class Phase:
     if config.train.lr_schedule != "constant":
       learning_rate = optax.constant_schedule(learning_rate)
     optimizer = training.keras_adam(learning_rate, config.train.b1, config.train.b2,
-                                    config.train.eps)
+                                    config.train.eps, config.train.get("weight_decay", 0.0))
     self.mesh = mesh or parallel.data_mesh()
     self._init_opt = jax.jit(optimizer.init, out_shardings=parallel.replicated(self.mesh))
     self.data = train_set

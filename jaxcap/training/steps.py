@@ -46,12 +46,14 @@ def shift_targets(tokens: jax.Array) -> jax.Array:
 
 
 def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
-               compute_dtype=jnp.float32, dropout_rng=None, positions=None):
+               compute_dtype=jnp.float32, dropout_rng=None, positions=None,
+               label_smoothing: float = 0.0):
   """Teacher-forced (loss sum, count) of captions `tokens` (B, T) given features (B, P, D).
 
   `dropout_rng` None = no dropout (evaluation). `positions` (N,) int: the flat indices into
   (B * T) of the positions to project (`pack_batch`), which must include every real
-  target; None projects all B * T. Either way the result is the same.
+  target; None projects all B * T. Either way the result is the same. `label_smoothing`
+  (a Python float, 0 = the seed's loss): see `layers.cross_entropy_terms`.
   """
   # Mixed precision: float32 master weights, `compute_dtype` matmuls, float32 loss.
   params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
@@ -61,7 +63,7 @@ def loss_terms(params, spec: decoders.DecoderSpec, features, tokens,
   if positions is not None:  # (N, U) rows with a real target (and a few padding rows)
     outputs = jnp.take(outputs.reshape(-1, outputs.shape[-1]), positions, axis=0, mode="clip")
     targets = jnp.take(targets.reshape(-1), positions, mode="clip")
-  return decoders.project_loss_terms(params, outputs, targets)
+  return decoders.project_loss_terms(params, outputs, targets, label_smoothing)
 
 
 def packed_size(count: int, limit: int) -> int:
@@ -129,10 +131,18 @@ def learning_rate_schedule(learning_rate: float, kind: str, num_steps: int):
   raise ValueError(f"unknown learning-rate schedule {kind!r}: use one of {LR_SCHEDULES}")
 
 
-def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7):
+def _matrices(params):
+  """Weight decay's mask: kernels and embeddings (ndim >= 2), not biases or norm scales."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7,
+               weight_decay: float = 0.0):
   """optax Adam that updates exactly like `keras.optimizers.Adam`.
 
-  `learning_rate` is a float or an optax schedule.
+  `learning_rate` is a float or an optax schedule. `weight_decay` > 0: AdamW (optax.adamw:
+  decoupled decay, scaled by the learning rate) on the kernels and embeddings only; its
+  state has the same moments as Adam's.
 
   Keras adds `eps` to sqrt(v) *before* bias correction, optax after; that equals optax with
   eps_t = eps / sqrt(1 - b2**t) at step t, which inject_hyperparams feeds it each step.
@@ -142,17 +152,39 @@ def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1
     t = count + 1
     return eps / jnp.sqrt(1.0 - b2 ** t)
 
+  if weight_decay:
+    return optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+        learning_rate=learning_rate, b1=b1, b2=b2, eps=eps_schedule,
+        weight_decay=weight_decay, mask=_matrices)
   return optax.inject_hyperparams(optax.adam)(
       learning_rate=learning_rate, b1=b1, b2=b2, eps=eps_schedule
   )
 
 
 def make_optimizer(config):
-  """Keras-exact Adam with the config's learning-rate schedule."""
+  """Keras-exact Adam (AdamW with `train.weight_decay`) with the config's learning-rate
+  schedule."""
   return keras_adam(
       learning_rate_schedule(config.train.learning_rate, config.train.lr_schedule,
                              config.train.num_steps),
-      config.train.b1, config.train.b2, config.train.eps)
+      config.train.b1, config.train.b2, config.train.eps,
+      config.train.get("weight_decay", 0.0))
+
+
+@flax.struct.dataclass
+class Ema:
+  """An exponential moving average of the parameters (`train.ema_decay`)."""
+  params: Any
+  decay: float = flax.struct.field(pytree_node=False, default=0.999)
+
+  def update(self, params, step: jax.Array) -> "Ema":
+    """The average after the update to `step` (1 = the first): ema = d ema + (1 - d) params
+    with d = min(decay, (1 + step) / (10 + step)), TensorFlow's warm-up for num_updates, so
+    the first steps' average is not held near the initial parameters."""
+    step = jnp.asarray(step, jnp.float32)
+    d = jnp.minimum(self.decay, (1.0 + step) / (10.0 + step))
+    return self.replace(params=jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, self.params,
+                                            params))
 
 
 @flax.struct.dataclass
@@ -160,19 +192,29 @@ class TrainState:
   step: jax.Array  # () int32
   params: Any
   opt_state: Any
+  ema: Ema | None = None  # None: no average kept
+
+  @property
+  def eval_params(self):
+    """The parameters to validate and caption with: the average when one is kept."""
+    return self.params if self.ema is None else self.ema.params
 
 
-def init_state(params, optimizer) -> TrainState:
+def init_state(params, optimizer, ema_decay: float = 0.0) -> TrainState:
+  """Step 0; `ema_decay` > 0 keeps an `Ema` of the parameters, starting from them."""
+  ema = Ema(jax.tree.map(jnp.copy, params), float(ema_decay)) if ema_decay else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+                    opt_state=optimizer.init(params), ema=ema)
 
 
 
-def init_train_state(params, optimizer, mesh: Mesh | None = None) -> TrainState:
+def init_train_state(params, optimizer, mesh: Mesh | None = None,
+                     ema_decay: float = 0.0) -> TrainState:
   """The train state of `params` (a pytree of float32 arrays, e.g. `decoders.init`): step 0,
-  `optimizer.init(params)`, replicated on every device of `mesh` (default: all devices).
-  What `TrainStep`, `make_train_step` and `make_step` take."""
-  return parallel.put_replicated(init_state(params, optimizer), mesh or parallel.data_mesh())
+  `optimizer.init(params)` (and an `Ema` with `ema_decay` > 0), replicated on every device of
+  `mesh` (default: all devices). What `TrainStep`, `make_train_step` and `make_step` take."""
+  return parallel.put_replicated(init_state(params, optimizer, ema_decay),
+                                 mesh or parallel.data_mesh())
 
 
 LossFn = Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -210,8 +252,10 @@ def make_step(loss_fn: LossFn, optimizer, mesh: Mesh, *, seed: int = 0):
 
     (local, aux), grads = jax.value_and_grad(local_loss, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(total(grads), state.opt_state, state.params)
-    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                           opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           ema=None if state.ema is None else state.ema.update(params,
+                                                                               state.step + 1))
     return new_state, total(dict(aux, loss=local))
 
   # check_vma=False: the sums across devices are the explicit psums above, as in the maths.
@@ -220,14 +264,16 @@ def make_step(loss_fn: LossFn, optimizer, mesh: Mesh, *, seed: int = 0):
                  donate_argnums=(0,))
 
 
-def cross_entropy(spec: decoders.DecoderSpec, compute_dtype=jnp.float32) -> LossFn:
+def cross_entropy(spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
+                  label_smoothing: float = 0.0) -> LossFn:
   """The seed's teacher-forced loss as a `LossFn` of a batch {"features": (b, P, D),
   "tokens": (b, T), optionally "positions": (N,) (`pack_batch`)}; dropout when the spec has
-  it."""
+  it, label smoothing when asked."""
 
   def loss_fn(params, batch, rng):
     total, count = loss_terms(params, spec, batch["features"], batch["tokens"], compute_dtype,
-                              rng if spec.dropout else None, batch.get("positions"))
+                              rng if spec.has_dropout else None, batch.get("positions"),
+                              label_smoothing)
     return total, {"count": count}
 
   return loss_fn
@@ -269,12 +315,14 @@ class PackedStep:
 
 
 def make_train_step(optimizer, spec: decoders.DecoderSpec, compute_dtype=jnp.float32,
-                    dropout_seed: int = 0, mesh: Mesh | None = None) -> PackedStep:
+                    dropout_seed: int = 0, mesh: Mesh | None = None,
+                    label_smoothing: float = 0.0) -> PackedStep:
   """The cross-entropy step: (replicated state, features (b, P, D), tokens (b, T) on the
-  host) -> (new state, {"loss", "count"}: global, replicated, not waited for)."""
+  host) -> (new state, {"loss", "count"}: global, replicated, not waited for). The loss is
+  label-smoothed when asked (validation loss, `make_eval_step`, never is)."""
   mesh = mesh or parallel.data_mesh()
-  return PackedStep(make_step(cross_entropy(spec, compute_dtype), optimizer, mesh,
-                              seed=dropout_seed), mesh)
+  return PackedStep(make_step(cross_entropy(spec, compute_dtype, label_smoothing), optimizer,
+                              mesh, seed=dropout_seed), mesh)
 
 
 def make_eval_step(spec: decoders.DecoderSpec, compute_dtype=jnp.float32,

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from jaxcap.model import layers
 from jaxcap.model.decoders import gru, gru_mha, transformer
 from jaxcap.model.decoders.base import (  # noqa: F401  (the package's API)
-    CONFIG_MAY_HOLD, DEFAULT_NUM_HEADS, DEFAULT_NUM_LAYERS, DROPOUT, Decoder, OPTION_RANGES,
-    Params)
+    COMMON_OPTIONS, CONFIG_MAY_HOLD, DEFAULT_NUM_HEADS, DEFAULT_NUM_LAYERS, DROPOUT,
+    DROPOUT_OPTIONS, Decoder, OPTION_RANGES, Params)
 
 # kind (`DecoderSpec.kind`, `config.model.decoder`) -> its module: the one list of decoders.
 REGISTRY: dict[str, Decoder] = {
@@ -64,7 +64,9 @@ class DecoderSpec:
   table and cache size). The options, each read by the kinds whose module lists it in its
   `OPTIONS` and zero in the others: GRU-only grid_position_embedding, init_hidden_from_image;
   attention (gru_mha, transformer) num_heads, key_dim (per head; 0 = U / heads);
-  transformer-only num_layers, mlp_dim (0 = 4 U), dropout.
+  transformer-only num_layers, mlp_dim (0 = 4 U), dropout; GRU-only embedding_dropout,
+  gru_output_dropout; every kind's output_dropout, tie_embedding (`COMMON_OPTIONS`). A
+  meta saved before an option existed loads with it off (0).
   """
   kind: str
   vocab_size: int
@@ -79,6 +81,10 @@ class DecoderSpec:
   num_layers: int = 0
   mlp_dim: int = 0
   dropout: float = 0.0
+  embedding_dropout: float = 0.0
+  gru_output_dropout: float = 0.0
+  output_dropout: float = 0.0
+  tie_embedding: bool = False
 
   def __post_init__(self):
     problems = check(self)
@@ -92,6 +98,11 @@ class DecoderSpec:
   @property
   def hidden_dim(self) -> int:
     return self.mlp_dim or 4 * self.units
+
+  @property
+  def has_dropout(self) -> bool:
+    """Whether training draws dropout masks (a train step needs a key)."""
+    return any(getattr(self, name) for name in DROPOUT_OPTIONS)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -112,12 +123,14 @@ def get(spec: DecoderSpec) -> Decoder:
 
 def _options() -> list[str]:
   """Every registered decoder's options, in `DecoderSpec`'s field order."""
-  used = {name for decoder in REGISTRY.values() for name in decoder.OPTIONS}
+  used = {name for decoder in REGISTRY.values() for name in decoder.OPTIONS} | set(
+      COMMON_OPTIONS)
   return [f.name for f in dataclasses.fields(DecoderSpec) if f.name in used]
 
 
 def _unused(kind: str) -> list[str]:
-  return [name for name in OPTION_RANGES if name not in REGISTRY[kind].OPTIONS]
+  return [name for name in OPTION_RANGES
+          if name not in REGISTRY[kind].OPTIONS and name not in COMMON_OPTIONS]
 
 
 def check(spec: DecoderSpec) -> list[str]:
@@ -132,6 +145,9 @@ def check(spec: DecoderSpec) -> list[str]:
   for name in _unused(spec.kind):
     if getattr(spec, name):
       p.append(f"model.{name} does not apply to decoder {spec.kind!r}")
+  for name in DROPOUT_OPTIONS[1:]:  # the transformer checks its own `dropout`
+    if not DROPOUT[1](getattr(spec, name)):
+      p.append(f"model.{name} = {getattr(spec, name)!r}: must be {DROPOUT[0]}")
   return p + get(spec).check(spec)
 
 
@@ -163,7 +179,7 @@ def spec_from_config(model_config, *, vocab_size: int, feature_dim: int,
         f"{', '.join('model.' + name for name in mixed)}: not used by decoder {kind!r}; set "
         f"to 0, or choose a decoder that has it ({hint})")
 
-  defaults = REGISTRY[kind].OPTIONS
+  defaults = {**COMMON_OPTIONS, **REGISTRY[kind].OPTIONS}
   # 0 or absent: the default; an option `kind` does not read stays 0. Each is cast to its
   # field's type (the type of its zero default: bool, int, float).
   options = {f.name: type(f.default)(m.get(f.name, 0) or defaults[f.name])
@@ -187,32 +203,55 @@ def attention_description(spec: DecoderSpec) -> str:
 
 
 def init(key: jax.Array, spec: DecoderSpec) -> Params:
-  return get(spec).init(key, spec)
+  """Fresh parameters; with `tie_embedding`, params['logits'] holds only its bias."""
+  params = get(spec).init(key, spec)
+  if spec.tie_embedding:
+    embedding = params.get("embedding")
+    if getattr(embedding, "shape", None) != (spec.vocab_size, spec.units):
+      raise ValueError(f"model.tie_embedding needs an embedding of shape (vocab_size, "
+                       f"units); decoder {spec.kind!r} has none")
+    params["logits"] = {"bias": params["logits"]["bias"]}
+  return params
+
+
+def projection(params: Params) -> Params:
+  """The vocabulary projection {'kernel': (U, V), 'bias': (V,)}: params['logits'], or
+  with a tied embedding (no 'kernel' there) the embedding (V, U) transposed."""
+  logits = params["logits"]
+  if "kernel" in logits:
+    return logits
+  return {"kernel": params["embedding"].T, "bias": logits["bias"]}
 
 
 def project(params: Params, outputs: jax.Array) -> jax.Array:
   """Decoder outputs (..., U) -> vocabulary logits (..., V): the one projection all share."""
-  return layers.dense(params["logits"], outputs)
+  return layers.dense(projection(params), outputs)
 
 
-def project_loss_terms(params: Params, outputs: jax.Array, targets: jax.Array
-                       ) -> tuple[jax.Array, jax.Array]:
+def project_loss_terms(params: Params, outputs: jax.Array, targets: jax.Array,
+                       label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """(cross-entropy sum over the non-padding targets, their count) of `project`'s logits.
 
-  outputs (..., U), targets (...) int (0 = padding). The projection and the loss are one
-  function with a written-out gradient (`layers.dense_cross_entropy`): the train step's
-  heaviest part.
+  outputs (..., U), targets (...) int (0 = padding), label_smoothing a Python float (0 =
+  the seed's loss). The projection and the loss are one function with a written-out
+  gradient (`layers.dense_cross_entropy`): the train step's heaviest part.
   """
   units = outputs.shape[-1]
-  return layers.dense_cross_entropy(params["logits"], outputs.reshape(-1, units),
-                                    targets.reshape(-1))
+  return layers.dense_cross_entropy(projection(params), outputs.reshape(-1, units),
+                                    targets.reshape(-1), label_smoothing)
+
+
+OUTPUT_DROPOUT_SITE = 0x0D0C  # `layers.dropout` site, apart from every decoder's own
 
 
 def teacher_forced(params: Params, spec: DecoderSpec, features: jax.Array, tokens: jax.Array,
                    dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """A whole caption at once: features (B, P, D), tokens (B, T) -> outputs (B, T, U),
-  attention (B, T, P). `dropout_rng` None = no dropout (evaluation)."""
-  return get(spec).teacher_forced(params, spec, features, tokens, dropout_rng)
+  attention (B, T, P). `dropout_rng` None = no dropout (evaluation); otherwise
+  `output_dropout` applies to the outputs."""
+  outputs, attention = get(spec).teacher_forced(params, spec, features, tokens, dropout_rng)
+  return (layers.dropout(outputs, spec.output_dropout, dropout_rng, OUTPUT_DROPOUT_SITE),
+          attention)
 
 
 def teacher_forced_logits(params: Params, spec: DecoderSpec, features: jax.Array,

@@ -30,12 +30,25 @@ OPTION_RANGES: dict[str, ranges.Range] = {
     "num_layers": ranges.integer(0),
     "mlp_dim": ranges.integer(0),
     "dropout": DROPOUT,
+    # Small-data regularisers (off = 0). The GRUs': dropout on the word embeddings and
+    # between the GRU's output and the attention; every decoder's (`COMMON_OPTIONS`):
+    # dropout on the outputs before the vocabulary projection, and the projection tied to
+    # the embedding (its kernel is the embedding transposed).
+    "embedding_dropout": DROPOUT,
+    "gru_output_dropout": DROPOUT,
+    "output_dropout": DROPOUT,
+    "tie_embedding": ranges.BOOL,
 }
+# Options every decoder reads (the package applies them: `decoders.project`,
+# `decoders.teacher_forced`), with what 0 means.
+COMMON_OPTIONS = {"output_dropout": 0.0, "tie_embedding": False}
+DROPOUT_OPTIONS = ("dropout", "embedding_dropout", "gru_output_dropout", "output_dropout")
 # Options a config may set for one decoder while training another (the shipped configs turn
 # them on for the kind that reads them): `spec_from_config` leaves them out for the others.
 # Any other option set for a kind that does not read it would be silently ignored, so it is
 # an error.
-CONFIG_MAY_HOLD = ("grid_position_embedding", "init_hidden_from_image", "dropout")
+CONFIG_MAY_HOLD = ("grid_position_embedding", "init_hidden_from_image", "dropout",
+                   "embedding_dropout", "gru_output_dropout")
 
 
 @runtime_checkable

@@ -36,7 +36,10 @@ from jaxcap.model.decoders import base
 
 Params = base.Params
 # The seed's two options, off in its config (see `initial_hidden`, `layers.project_grid`).
-OPTIONS = {"grid_position_embedding": False, "init_hidden_from_image": False}
+OPTIONS = {"grid_position_embedding": False, "init_hidden_from_image": False,
+           "embedding_dropout": 0.0, "gru_output_dropout": 0.0}
+# `layers.dropout` sites while training (off unless the spec's rates say so).
+EMBEDDING_SITE, GRU_OUTPUT_SITE = 0, 1
 
 
 def _keras_fused_init(initializer, gates: int = 3):
@@ -113,16 +116,18 @@ def initial_hidden(params: Params, grid: jax.Array) -> jax.Array:
   return jnp.zeros((grid.shape[0], params["layer_norm"]["scale"].shape[0]), grid.dtype)
 
 
-def gru_inputs(params: Params, tokens: jax.Array) -> jax.Array:
+def gru_inputs(params: Params, tokens: jax.Array, drop_embedded=None) -> jax.Array:
   """Token ids (...,) -> the GRU's input-side pre-activations (..., 3U), gates [r, z, n].
 
   Keras keeps an input bias and a recurrent bias on every gate; Flax's GRUCell, whose
   parameter tree we keep, folds the r and z pair into one. The recurrent r/z biases live
   under 'gru_recurrent_bias' and are added here, so gradients and Adam's updates act on the
-  same parameters as the seed's.
+  same parameters as the seed's. `drop_embedded` (training): dropout on the embeddings.
   """
   cell, recurrent_bias = params["gru"], params["gru_recurrent_bias"]
   x = jnp.take(params["embedding"], tokens, axis=0)
+  if drop_embedded is not None:
+    x = drop_embedded(x)
   kernel = jnp.concatenate([cell[g]["kernel"] for g in ("ir", "iz", "in")], axis=1)
   bias = jnp.concatenate([cell["ir"]["bias"] + recurrent_bias["r"],
                           cell["iz"]["bias"] + recurrent_bias["z"], cell["in"]["bias"]])
@@ -180,10 +185,15 @@ def decode_step(params: Params, context: dict, cache: dict, tokens: jax.Array, a
   return outputs[:, 0], {"hidden": hidden}, attention[:, 0]
 
 
-def decode_sequence(params: Params, context: dict, tokens: jax.Array, attend_fn):
+def decode_sequence(params: Params, context: dict, tokens: jax.Array, attend_fn, spec=None,
+                    dropout_rng=None):
   """The seed's training model on a prepared context: tokens (B, T) -> outputs (B, T, U),
-  attention (B, T, P), with `attend_fn`'s attention."""
-  inputs = gru_inputs(params, tokens)  # (B, T, 3U): all time steps in one matmul
+  attention (B, T, P), with `attend_fn`'s attention. With `dropout_rng`, the spec's
+  embedding_dropout and gru_output_dropout (before the attention and the add)."""
+  rates = (spec.embedding_dropout, spec.gru_output_dropout) if spec else (0.0, 0.0)
+  inputs = gru_inputs(params, tokens, lambda x: layers.dropout(x, rates[0], dropout_rng,
+                                                               EMBEDDING_SITE))
+  # (B, T, 3U) above: all time steps in one matmul
 
   def recur(hidden, x):
     hidden = gru_update(params, hidden, x)
@@ -191,7 +201,8 @@ def decode_sequence(params: Params, context: dict, tokens: jax.Array, attend_fn)
 
   h0 = initial_hidden(params, context["grid"]).astype(inputs.dtype)
   _, gru_out = jax.lax.scan(recur, h0, jnp.swapaxes(inputs, 0, 1))  # (T, B, U)
-  return readout(params, context, jnp.swapaxes(gru_out, 0, 1), attend_fn)
+  gru_out = layers.dropout(jnp.swapaxes(gru_out, 0, 1), rates[1], dropout_rng, GRU_OUTPUT_SITE)
+  return readout(params, context, gru_out, attend_fn)
 
 
 def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, index):
@@ -201,8 +212,9 @@ def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, in
 
 def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
                    dropout_rng=None):
-  del dropout_rng  # the seed's GRU has no dropout
-  return decode_sequence(params, prepare(params, spec, features), tokens, attend)
+  # The seed's GRU has no dropout; the spec's rates are 0 unless set.
+  return decode_sequence(params, prepare(params, spec, features), tokens, attend, spec,
+                         dropout_rng)
 
 
 def attention_description(spec) -> str:

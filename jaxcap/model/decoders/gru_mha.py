@@ -57,8 +57,9 @@ def step(params: Params, spec, context: dict, cache: dict, tokens: jax.Array, in
 
 def teacher_forced(params: Params, spec, features: jax.Array, tokens: jax.Array,
                    dropout_rng=None):
-  del dropout_rng  # no dropout, as the seed's GRU
-  return gru.decode_sequence(params, prepare(params, spec, features), tokens, attend)
+  # No dropout, as the seed's GRU, unless the spec's rates say so.
+  return gru.decode_sequence(params, prepare(params, spec, features), tokens, attend, spec,
+                             dropout_rng)
 
 
 def attention_description(spec) -> str:

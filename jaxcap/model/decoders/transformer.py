@@ -92,11 +92,7 @@ def init(key: jax.Array, spec) -> Params:
   }
 
 
-def _dropout(x: jax.Array, rate: float, rng: jax.Array | None, site: int) -> jax.Array:
-  if rng is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(jax.random.fold_in(rng, site), 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+_dropout = layers.dropout
 
 
 def prepare(params: Params, spec, features: jax.Array) -> dict:
