@@ -57,7 +57,7 @@ def test_eval_every_is_honoured_apart_from_log_every(env, tmp_path):
   # The bar: 3 significant digits, scientific where needed (round(v, 4) showed 0).
   bar = result.stderr.replace("\r", "\n")
   assert "learning_rate=3e-05" in bar and "learning_rate=0," not in bar
-  cider = f"{rows[1]['val_cider']:.3g}"
+  cider = f"{rows[1]['val_cider'] * 100:.3g}"  # the COCO x100 scale, as everywhere shown
   assert f"val_cider={cider}" in bar
 
 

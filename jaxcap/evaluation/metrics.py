@@ -24,6 +24,10 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from jaxcap.evaluation.ptb_tokenizer import java_available, tokenize
 
+# CIDEr as COCO tables show it (88.6, not 0.886): the scale of every CIDEr a person reads
+# (stored values, metrics.jsonl and TensorBoard stay pycocoevalcap's own).
+CIDER_SCALE = 100
+
 KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 ALL = frozenset({"Bleu", "METEOR", "ROUGE_L", "CIDEr"})
 TRAINING = frozenset({"Bleu", "CIDEr"})  # cheap, Java-free: what training logs

@@ -17,6 +17,7 @@ import tqdm
 from jaxcap import decoding, training
 from jaxcap.data import build, disk, pipeline
 from jaxcap.evaluation import captioning, metrics
+from jaxcap.evaluation.metrics import CIDER_SCALE
 from jaxcap.model import decoders, encoders
 from jaxcap.training import checkpoints, config_checks, faults, logs, parallel, scst, stopping
 from jaxcap.training import workdir as workdir_lib
@@ -226,7 +227,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         last = {"step": done, **row}
         shown.update(row)
         # 3 significant digits, in scientific notation where needed: 3e-05, not 0.
-        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        bar.set_postfix({k: f"{v * (CIDER_SCALE if k == 'val_cider' else 1):.3g}"
+                         for k, v in shown.items()})
         with disk.writing(workdir, "the metrics log"):
           writer.write(done, row)
         faults.point(f"metrics.after_write:{done}")
